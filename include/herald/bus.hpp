@@ -1,0 +1,433 @@
+// The bus: publish events to typed topics, subscribe handlers, drain and shut down.
+#pragma once
+
+#include <herald/config.hpp>
+#include <herald/detail/core.hpp>
+#include <herald/detail/subscriber.hpp>
+#include <herald/detail/topic_state.hpp>
+#include <herald/detail/topic_table.hpp>
+#include <herald/envelope.hpp>
+#include <herald/errors.hpp>
+#include <herald/executor.hpp>
+#include <herald/publish_result.hpp>
+#include <herald/subscribe_options.hpp>
+#include <herald/subscription.hpp>
+#include <herald/thread_pool.hpp>
+#include <herald/topic.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace herald {
+
+/// How `shutdown` treats events that are still queued.
+enum class shutdown_mode : std::uint8_t {
+    drain,   ///< deliver everything already accepted, then stop
+    discard, ///< drop what is queued (counted and returned), then stop
+};
+
+/// `bus.shutdown(herald::drain)`: deliver everything accepted, then stop.
+inline constexpr shutdown_mode drain = shutdown_mode::drain;
+/// `bus.shutdown(herald::discard)`: drop what is queued, then stop.
+inline constexpr shutdown_mode discard = shutdown_mode::discard;
+
+/// Settings of one bus.
+struct bus_options {
+    /// CloudEvents `source` stamped on every envelope.
+    std::string source = "herald";
+    /// Threads of the default pool; 0 means `std::thread::hardware_concurrency()`.
+    std::size_t workers = 0;
+    /// Replaces the default pool (then `workers` is ignored). The bus stops it at shutdown.
+    std::shared_ptr<herald::executor> default_executor{};
+    /// Receives handler failures; empty means one line on stderr per failure.
+    error_handler on_error{};
+};
+
+/// Per-publish settings.
+struct publish_options {
+    /// Id of the event that caused this one (CloudEvents extension `correlationid`).
+    event_id correlation{};
+};
+
+/// Totals over the bus's life; each field is read atomically, the set is not a snapshot.
+struct bus_stats {
+    std::uint64_t published = 0; ///< events accepted
+    std::uint64_t rejected = 0;  ///< publishes refused because the bus was stopping
+    std::uint64_t delivered = 0; ///< handler calls that returned normally
+    std::uint64_t failed = 0;    ///< handler or filter calls that threw
+    std::uint64_t discarded = 0; ///< queued deliveries dropped because the subscriber left
+    std::uint64_t dropped = 0;   ///< queued deliveries dropped by `shutdown(discard)`
+    std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
+    std::size_t topics = 0;      ///< topics used so far
+    std::size_t subscribers = 0; ///< current subscriptions
+};
+
+namespace detail {
+template <class Handler, class Event>
+concept handler_for = std::invocable<Handler&, const envelope<Event>&> || std::invocable<Handler&, const Event&> ||
+                      std::invocable<Handler&, Event&&>;
+
+template <class Handler, class Event>
+constexpr bool handler_returns_void() {
+    if constexpr (std::invocable<Handler&, const envelope<Event>&>) {
+        return std::is_void_v<std::invoke_result_t<Handler&, const envelope<Event>&>>;
+    } else if constexpr (std::invocable<Handler&, const Event&>) {
+        return std::is_void_v<std::invoke_result_t<Handler&, const Event&>>;
+    } else if constexpr (std::invocable<Handler&, Event&&>) {
+        return std::is_void_v<std::invoke_result_t<Handler&, Event&&>>;
+    } else {
+        return true; // reported by the "cannot be called" assertion instead
+    }
+}
+
+// The checks live in class templates so that g++ and clang print the topic, the
+// expected event type and the offending type in the "in instantiation of" line.
+template <class Topic, class Expected, class Given>
+struct check_publish {
+    static_assert(std::is_convertible_v<Given, Expected>,
+                  "herald: publish<Topic>(value): the value is not convertible to the topic's event type "
+                  "(see 'check_publish<Topic, Expected, Given>' above)");
+    static constexpr bool value = true;
+};
+
+template <class Topic, class Event, class Handler>
+struct check_handler {
+    static_assert(handler_for<Handler, Event>,
+                  "herald: subscribe<Topic>(handler): the handler cannot be called with the topic's event; it must "
+                  "accept `const Event&`, `Event` or `const herald::envelope<Event>&` "
+                  "(see 'check_handler<Topic, Event, Handler>' above)");
+    static_assert(handler_returns_void<Handler, Event>(),
+                  "herald: subscribe<Topic>(handler): a fire-and-forget handler must return void "
+                  "(see 'check_handler<Topic, Event, Handler>' above)");
+    static constexpr bool value = true;
+};
+
+inline std::uint64_t mix64(std::uint64_t x) noexcept {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31U);
+}
+} // namespace detail
+
+/// An in-process event bus. `Traits` fixes compile-time settings (see
+/// `default_bus_traits`); most code uses the alias `herald::bus`.
+///
+/// Thread safety: every member function may be called concurrently from any thread,
+/// including from inside handlers, except `drain()` and `shutdown()`, which must not be
+/// called from a handler of this bus (they would wait for themselves; they throw
+/// `usage_error`). The destructor drains (`shutdown(herald::drain)`), so it must not run
+/// inside a handler either.
+template <class Traits = default_bus_traits>
+class basic_bus {
+    static_assert(std::is_same_v<typename Traits::clock::time_point, std::chrono::system_clock::time_point>,
+                  "herald: Traits::clock must produce std::chrono::system_clock::time_point (envelope times are "
+                  "wall-clock)");
+    static_assert(Traits::batch_size > 0, "herald: Traits::batch_size must be at least 1");
+
+public:
+    using traits_type = Traits;
+
+    /// Creates the bus and starts its default pool.
+    explicit basic_bus(bus_options options = {})
+        : core_(std::move(options.source), std::move(options.on_error)),
+          nonce_(detail::mix64(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
+                               static_cast<std::uint64_t>(
+                                   std::chrono::steady_clock::now().time_since_epoch().count()))) {
+        if (options.default_executor) {
+            default_executor_ = std::move(options.default_executor);
+        } else {
+            default_executor_ = std::make_shared<thread_pool>(options.workers, core_.source);
+        }
+        executors_.push_back(default_executor_);
+    }
+
+    basic_bus(const basic_bus&) = delete;
+    basic_bus& operator=(const basic_bus&) = delete;
+
+    /// Delivers everything accepted, then stops (`shutdown(herald::drain)`).
+    ~basic_bus() {
+        try {
+            shutdown(shutdown_mode::drain);
+        } catch (...) {
+            // Only reachable when destroyed inside one of its own handlers: a bug in the
+            // caller that we cannot repair here.
+        }
+    }
+
+    /// Publishes `value` on topic `T`.
+    ///
+    /// Inline subscribers run before this returns, on this thread; async subscribers get
+    /// their own copy queued. Never blocks on other publishers or on handlers (except the
+    /// inline ones it runs). After shutdown the event is rejected: the result says
+    /// `publish_status::stopped` and nobody sees it. Throws only `std::bad_alloc`.
+    /// Cost: O(number of subscribers of T); independent of the number of topics.
+    template <topic_type T, class V = typename T::event_type>
+    publish_result publish(V&& value, publish_options options = {}) {
+        using event_type = typename T::event_type;
+        static_assert(detail::check_publish<T, event_type, V>::value);
+        auto& state = topic_of<T>();
+
+        publish_result result;
+        const std::uint8_t slot = state.begin_flight();
+        if (core_.stopped.load(std::memory_order_seq_cst)) {
+            state.end_flight(slot);
+            core_.rejected.fetch_add(1, std::memory_order_relaxed);
+            return result;
+        }
+        struct flight_guard {
+            detail::topic_core& topic;
+            std::uint8_t slot;
+            ~flight_guard() { topic.end_flight(slot); }
+        } guard{state, slot};
+
+        const auto subscribers = state.snapshot();
+        const std::uint64_t sequence = state.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+        auto env = detail::envelope_access::make<event_type>(&state.where, std::forward<V>(value));
+        const event_id id{state.where.id_prefix, sequence};
+        detail::envelope_access::stamp(env, id, sequence, Traits::clock::now(), options.correlation);
+        detail::envelope_access::set_epoch(env, slot);
+        result.status = publish_status::accepted;
+        result.id = id;
+        result.sequence = sequence;
+
+        const std::size_t count = subscribers->size();
+        for (std::size_t i = 0; i < count; ++i) {
+            auto& subscriber = *(*subscribers)[i];
+            if (!subscriber.accepts(env)) {
+                continue;
+            }
+            if (subscriber.mode == delivery::immediate) {
+                subscriber.deliver_inline(env, result);
+                continue;
+            }
+            state.add_flight(slot);
+            try {
+                if (i + 1 == count) {
+                    subscriber.enqueue(std::move(env));
+                } else {
+                    subscriber.enqueue(env);
+                }
+            } catch (...) {
+                state.end_flight(slot);
+                throw;
+            }
+            ++result.queued;
+        }
+        return result;
+    }
+
+    /// Subscribes `handler` to topic `T` and returns the handle that owns the
+    /// subscription. The handler may take `const Event&`, `Event` (an async subscriber
+    /// gets its own copy moved in) or `const herald::envelope<Event>&`.
+    ///
+    /// Events published after `subscribe` returns reach the handler (if the filter
+    /// accepts them); events published concurrently with it may or may not. On a bus
+    /// that has shut down, returns a disconnected subscription.
+    template <topic_type T, class H>
+    subscription subscribe(H&& handler, subscribe_options<typename T::event_type> options = {}) {
+        using event_type = typename T::event_type;
+        static_assert(detail::check_handler<T, event_type, std::decay_t<H>>::value);
+        using subscriber_type = detail::subscriber_impl<event_type, Traits, std::decay_t<H>>;
+
+        auto& state = topic_of<T>();
+        if (core_.stopped.load(std::memory_order_acquire)) {
+            return subscription{};
+        }
+        std::string name = options.name.empty()
+                               ? std::string(topic_name_v<T>) + "#" +
+                                     std::to_string(state.names_given.fetch_add(1, std::memory_order_relaxed) + 1)
+                               : std::move(options.name);
+        executor* runs_on = nullptr;
+        if (options.mode == delivery::async) {
+            runs_on = options.pool ? adopt(std::move(options.pool)) : default_executor_.get();
+        }
+        auto subscriber = std::make_shared<subscriber_type>(std::forward<H>(handler), std::move(options),
+                                                            std::move(name), runs_on, state.shared_from_this());
+        state.add(subscriber);
+        if (core_.stopped.load(std::memory_order_seq_cst)) {
+            subscriber->unsubscribe();
+            return subscription{};
+        }
+        return subscription{subscriber};
+    }
+
+    /// Creates a thread pool owned by this bus, for `subscribe_options::pool`: give a
+    /// slow subscriber its own pool so it cannot starve the others. Stopped at shutdown.
+    [[nodiscard]] std::shared_ptr<executor> make_pool(std::size_t threads, std::string name = {}) {
+        auto pool = std::make_shared<thread_pool>(threads, name.empty() ? core_.source : std::move(name));
+        adopt(pool);
+        return pool;
+    }
+
+    /// Blocks until every event published before this call (on any thread) has been
+    /// handled, or discarded, by every async subscriber it was queued for. Events
+    /// published meanwhile are not waited for. Throws `usage_error` when called from
+    /// inside a handler of this bus.
+    void drain() {
+        if (detail::inside_handler_of(&core_)) {
+            throw usage_error("herald: drain() called from inside a handler would wait for itself");
+        }
+        std::lock_guard lock(drain_mutex_);
+        const auto old = static_cast<std::uint8_t>(core_.epoch.fetch_add(1, std::memory_order_seq_cst) & 1U);
+        core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
+        for (const auto& topic : topics()) {
+            topic->wait_flight(old);
+        }
+        core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    /// Stops accepting events (later publishes return `publish_status::stopped`), then
+    /// either delivers everything already accepted (`herald::drain`) or drops what is
+    /// still queued (`herald::discard`; handlers already running finish), stops every
+    /// executor and disconnects every subscription. Returns the number of queued
+    /// deliveries dropped (an event queued for three subscribers counts three times);
+    /// always 0 with `drain`. Idempotent: later calls return 0 at once. Throws
+    /// `usage_error` when called from inside a handler of this bus.
+    std::size_t shutdown(shutdown_mode mode = shutdown_mode::drain) {
+        if (detail::inside_handler_of(&core_)) {
+            throw usage_error("herald: shutdown() called from inside a handler would wait for itself");
+        }
+        std::lock_guard lock(shutdown_mutex_);
+        if (shut_down_) {
+            return 0;
+        }
+        const std::uint64_t dropped_before = core_.dropped.load(std::memory_order_relaxed);
+        if (mode == shutdown_mode::discard) {
+            core_.discarding.store(true, std::memory_order_seq_cst);
+        }
+        core_.stopped.store(true, std::memory_order_seq_cst);
+        core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
+        const auto all_topics = topics();
+        for (const auto& topic : all_topics) {
+            topic->wait_flight(0);
+            topic->wait_flight(1);
+        }
+        core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        std::vector<std::shared_ptr<executor>> to_stop;
+        {
+            std::lock_guard registry(registry_mutex_);
+            to_stop = executors_;
+        }
+        for (const auto& e : to_stop) {
+            e->stop();
+        }
+        for (const auto& topic : all_topics) {
+            for (const auto& subscriber : topic->subscribers()) {
+                subscriber->close();
+            }
+        }
+        shut_down_ = true;
+        return static_cast<std::size_t>(core_.dropped.load(std::memory_order_relaxed) - dropped_before);
+    }
+
+    /// True once `shutdown` has begun: publishes are rejected from then on.
+    [[nodiscard]] bool is_stopped() const noexcept { return core_.stopped.load(std::memory_order_acquire); }
+
+    /// Replaces the error handler (empty: print to stderr). Thread-safe; failures being
+    /// reported concurrently may still reach the previous handler.
+    void set_error_handler(error_handler handler) { core_.set_error_handler(std::move(handler)); }
+
+    /// The `source` stamped on envelopes.
+    [[nodiscard]] std::string_view source() const noexcept { return core_.source; }
+
+    /// Counters summed over topics and subscribers (cold path: takes locks, allocates).
+    [[nodiscard]] bus_stats stats() const {
+        bus_stats out;
+        out.rejected = core_.rejected.load(std::memory_order_relaxed);
+        out.dropped = core_.dropped.load(std::memory_order_relaxed);
+        out.error_handler_failures = core_.error_handler_failures.load(std::memory_order_relaxed);
+        const auto all = topics();
+        out.topics = all.size();
+        for (const auto& topic : all) {
+            out.published += topic->sequence.load(std::memory_order_relaxed);
+            out.delivered += topic->retired_delivered.load(std::memory_order_relaxed);
+            out.failed += topic->retired_failed.load(std::memory_order_relaxed);
+            out.discarded += topic->retired_discarded.load(std::memory_order_relaxed);
+            for (const auto& subscriber : topic->subscribers()) {
+                const auto c = subscriber->counters();
+                out.delivered += c.delivered;
+                out.failed += c.failed;
+                out.discarded += c.discarded;
+                out.subscribers += subscriber->is_closed() ? 0U : 1U;
+            }
+        }
+        return out;
+    }
+
+private:
+    template <class T>
+    detail::topic_state<T, Traits>& topic_of() {
+        if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
+            return static_cast<detail::topic_state<T, Traits>&>(*found);
+        }
+        return register_topic<T>();
+    }
+
+    template <class T>
+    detail::topic_state<T, Traits>& register_topic() {
+        std::lock_guard lock(registry_mutex_);
+        if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
+            return static_cast<detail::topic_state<T, Traits>&>(*found);
+        }
+        const std::string_view name = topic_name_v<T>;
+        const std::string_view type = detail::type_name<T>();
+        if (const auto clash = names_.find(name); clash != names_.end() && clash->second != type) {
+            throw usage_error("herald: topic types '" + std::string(clash->second) + "' and '" + std::string(type) +
+                              "' share the name '" + std::string(name) + "'; topic names must be unique");
+        }
+        std::uint64_t prefix = detail::mix64(nonce_ ^ topic_id_v<T>);
+        prefix = prefix == 0 ? 1 : prefix; // the nil id stays reserved
+        auto state = std::make_shared<detail::topic_state<T, Traits>>(core_, prefix);
+        topics_.push_back(state);
+        names_.emplace(name, type);
+        table_.insert(topic_id_v<T>, state.get());
+        return *state;
+    }
+
+    std::vector<std::shared_ptr<detail::topic_core>> topics() const {
+        std::lock_guard lock(registry_mutex_);
+        return topics_;
+    }
+
+    executor* adopt(std::shared_ptr<executor> pool) {
+        std::lock_guard lock(registry_mutex_);
+        executor* raw = pool.get();
+        if (std::find(executors_.begin(), executors_.end(), pool) == executors_.end()) {
+            executors_.push_back(std::move(pool));
+        }
+        return raw;
+    }
+
+    detail::bus_core core_;
+    const std::uint64_t nonce_;
+    std::shared_ptr<executor> default_executor_;
+    mutable std::mutex registry_mutex_;
+    std::vector<std::shared_ptr<executor>> executors_;
+    std::vector<std::shared_ptr<detail::topic_core>> topics_;
+    std::unordered_map<std::string_view, std::string_view> names_;
+    detail::topic_table table_;
+    std::mutex drain_mutex_;
+    std::mutex shutdown_mutex_;
+    bool shut_down_ = false;
+};
+
+/// The bus with default settings.
+using bus = basic_bus<>;
+
+} // namespace herald

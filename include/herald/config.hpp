@@ -1,0 +1,22 @@
+// Compile-time defaults of herald that a bus's traits can override.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace herald {
+
+/// Default settings of `basic_bus`. Derive from it and override a member to change one
+/// setting, then use `basic_bus<your_traits>`; every member is read at compile time.
+struct default_bus_traits {
+    /// Clock that stamps envelopes. Its `time_point` must be
+    /// `std::chrono::system_clock::time_point` (envelope times are wall-clock, as in
+    /// CloudEvents).
+    using clock = std::chrono::system_clock;
+
+    /// How many queued events a worker handles for one serial subscriber before it
+    /// yields the worker to other subscribers (fairness versus per-event overhead).
+    static constexpr std::size_t batch_size = 64;
+};
+
+} // namespace herald

@@ -1,0 +1,182 @@
+// State shared by a bus, its topics and its subscribers: counters, drain epochs, errors.
+#pragma once
+
+#include <herald/envelope.hpp>
+#include <herald/errors.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace herald::detail {
+
+/// The part of a bus that subscribers and topics reach during delivery. It lives as long
+/// as the bus, and no worker runs after the bus has stopped its executors.
+struct bus_core {
+    explicit bus_core(std::string source_name, error_handler handler)
+        : source(std::move(source_name)), on_error(std::make_shared<const error_handler>(std::move(handler))) {}
+
+    /// Sends a failure to the error handler; never throws. The handler is copied out of
+    /// the lock before it runs, so it may replace itself.
+    void report(const delivery_error& failure) noexcept {
+        std::shared_ptr<const error_handler> handler;
+        {
+            std::lock_guard lock(error_mutex);
+            handler = on_error;
+        }
+        try {
+            if (handler && *handler) {
+                (*handler)(failure);
+            } else {
+                print_error(failure);
+            }
+        } catch (...) {
+            error_handler_failures.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    void set_error_handler(error_handler handler) {
+        auto replacement = std::make_shared<const error_handler>(std::move(handler));
+        std::lock_guard lock(error_mutex);
+        on_error = std::move(replacement);
+    }
+
+    /// The default error handler: one line on stderr.
+    static void print_error(const delivery_error& failure) {
+        const std::string what = failure.message();
+        const std::string id = failure.id.to_string();
+        std::fprintf(stderr, "herald: subscriber '%.*s' failed on topic '%.*s', event %s (attempt %u): %s\n",
+                     static_cast<int>(failure.subscriber.size()), failure.subscriber.data(),
+                     static_cast<int>(failure.topic.size()), failure.topic.data(), id.c_str(),
+                     static_cast<unsigned>(failure.attempt), what.c_str());
+    }
+
+    const std::string source;
+    std::atomic<bool> stopped{false};
+    std::atomic<bool> discarding{false};
+    /// Drain epoch: publishes count their queued deliveries in slot `epoch & 1`.
+    std::atomic<std::uint64_t> epoch{0};
+    std::atomic<std::uint32_t> drain_waiters{0};
+    std::atomic<std::uint64_t> dropped{0};
+    std::atomic<std::uint64_t> rejected{0};
+    std::atomic<std::uint64_t> error_handler_failures{0};
+
+private:
+    std::mutex error_mutex;
+    std::shared_ptr<const error_handler> on_error;
+};
+
+/// One entry of the per-thread stack of handlers running on this thread: lets
+/// `unsubscribe()` from inside a handler skip waiting for itself, and lets `drain()`
+/// refuse to run inside a handler.
+struct running_frame {
+    const void* subscriber;
+    const bus_core* bus;
+    const running_frame* outer;
+};
+
+inline thread_local const running_frame* current_frame = nullptr;
+
+/// Pushes a frame for the duration of a handler call.
+class frame_scope {
+public:
+    frame_scope(const void* subscriber, const bus_core* bus) noexcept
+        : frame_{subscriber, bus, current_frame} {
+        current_frame = &frame_;
+    }
+    ~frame_scope() { current_frame = frame_.outer; }
+    frame_scope(const frame_scope&) = delete;
+    frame_scope& operator=(const frame_scope&) = delete;
+
+private:
+    running_frame frame_;
+};
+
+/// How many handler calls of `subscriber` are running on this thread (nested publishes).
+inline std::uint32_t frames_of(const void* subscriber) noexcept {
+    std::uint32_t count = 0;
+    for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
+        count += f->subscriber == subscriber ? 1U : 0U;
+    }
+    return count;
+}
+
+/// Whether this thread is inside a handler called by `bus`.
+inline bool inside_handler_of(const bus_core* bus) noexcept {
+    for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
+        if (f->bus == bus) {
+            return true;
+        }
+    }
+    return false;
+}
+
+class subscriber_base;
+
+/// The untyped part of a topic: identity, sequence numbers, in-flight counters.
+class topic_core : public std::enable_shared_from_this<topic_core> {
+public:
+    topic_core(std::string_view topic_name, bus_core& owner, std::uint64_t id_prefix)
+        : bus(&owner), where{topic_name, owner.source, id_prefix} {}
+    virtual ~topic_core() = default;
+    topic_core(const topic_core&) = delete;
+    topic_core& operator=(const topic_core&) = delete;
+
+    /// Removes a subscriber from the topic's list; idempotent.
+    virtual void remove(const subscriber_base& gone) = 0;
+    /// Every current subscriber (a copy; cold path).
+    [[nodiscard]] virtual std::vector<std::shared_ptr<subscriber_base>> subscribers() const = 0;
+
+    /// Registers one more delivery in the current drain epoch and returns the epoch slot.
+    /// The re-check makes a publish that raced with `drain()` land in the slot that
+    /// drain will look at, so drain never misses an event published before it.
+    std::uint8_t begin_flight() noexcept {
+        std::uint64_t seen = bus->epoch.load(std::memory_order_seq_cst);
+        for (;;) {
+            const auto slot = static_cast<std::uint8_t>(seen & 1U);
+            in_flight[slot].fetch_add(1, std::memory_order_seq_cst);
+            const std::uint64_t now = bus->epoch.load(std::memory_order_seq_cst);
+            if (now == seen) {
+                return slot;
+            }
+            end_flight(slot);
+            seen = now;
+        }
+    }
+
+    /// Counts one more delivery in an epoch slot the caller already holds.
+    void add_flight(std::uint8_t slot) noexcept { in_flight[slot].fetch_add(1, std::memory_order_relaxed); }
+
+    /// One delivery of the slot is finished (handled, failed, discarded or dropped).
+    void end_flight(std::uint8_t slot) noexcept {
+        if (in_flight[slot].fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+            bus->drain_waiters.load(std::memory_order_seq_cst) != 0) {
+            in_flight[slot].notify_all();
+        }
+    }
+
+    /// Blocks until no delivery counted in `slot` is outstanding.
+    void wait_flight(std::uint8_t slot) const noexcept {
+        for (auto v = in_flight[slot].load(std::memory_order_seq_cst); v != 0;
+             v = in_flight[slot].load(std::memory_order_seq_cst)) {
+            in_flight[slot].wait(v, std::memory_order_seq_cst);
+        }
+    }
+
+    bus_core* const bus;
+    const origin where;
+    alignas(64) std::atomic<std::uint64_t> sequence{0};
+    alignas(64) std::atomic<std::int64_t> in_flight[2]{};
+    // Counters of subscribers that are gone, folded in when they are destroyed.
+    std::atomic<std::uint64_t> retired_delivered{0};
+    std::atomic<std::uint64_t> retired_failed{0};
+    std::atomic<std::uint64_t> retired_discarded{0};
+};
+
+} // namespace herald::detail

@@ -1,0 +1,143 @@
+// The envelope: an event plus the metadata every delivery carries (CloudEvents-like).
+#pragma once
+
+#include <chrono>
+#include <compare>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace herald {
+
+/// A 128-bit event id, unique among the events of one process run: the high half is
+/// random per bus and topic, the low half counts. Re-published events may keep their id
+/// on purpose (that is how an idempotent consumer recognises them). The nil id is zero.
+struct event_id {
+    std::uint64_t high = 0;
+    std::uint64_t low = 0;
+
+    /// True for the default-constructed (nil) id, which no published event has.
+    [[nodiscard]] constexpr bool is_nil() const noexcept { return high == 0 && low == 0; }
+
+    /// 32 lowercase hex digits, high half first.
+    [[nodiscard]] std::string to_string() const {
+        constexpr char digits[] = "0123456789abcdef";
+        std::string text(32, '0');
+        for (int i = 0; i < 16; ++i) {
+            text[static_cast<std::size_t>(15 - i)] = digits[(high >> (4 * i)) & 0xf];
+            text[static_cast<std::size_t>(31 - i)] = digits[(low >> (4 * i)) & 0xf];
+        }
+        return text;
+    }
+
+    friend constexpr auto operator<=>(const event_id&, const event_id&) = default;
+};
+
+template <class Event>
+class envelope;
+
+namespace detail {
+/// Where events of one topic on one bus come from; owned by the bus.
+struct origin {
+    std::string_view topic;
+    std::string_view source;
+    std::uint64_t id_prefix = 0;
+};
+
+struct envelope_access;
+} // namespace detail
+
+/// What a handler receives: the event and its metadata. Handlers may take
+/// `const envelope<Event>&` instead of `const Event&` to read the metadata.
+///
+/// Copying an envelope copies the event. `topic()` and `source()` view strings owned by
+/// the bus: they stay valid while the bus exists (copy them to keep them longer).
+template <class Event>
+class envelope {
+public:
+    using event_type = Event;
+    /// Wall-clock time, as CloudEvents' `time`.
+    using time_point = std::chrono::system_clock::time_point;
+
+    /// The event itself.
+    [[nodiscard]] const Event& event() const& noexcept { return event_; }
+    /// The event itself, mutable: every async subscriber owns its copy.
+    [[nodiscard]] Event& event() & noexcept { return event_; }
+    /// The event, moved out of an expiring envelope.
+    [[nodiscard]] Event&& event() && noexcept { return std::move(event_); }
+
+    /// Unique id of the event (CloudEvents `id`).
+    [[nodiscard]] event_id id() const noexcept { return id_; }
+    /// Position in the topic: 1 for the first event published on it by this bus, then
+    /// consecutive. Sequence order is publish order for one publishing thread; events
+    /// published concurrently by several threads get distinct, arbitrary-order numbers.
+    [[nodiscard]] std::uint64_t sequence() const noexcept { return sequence_; }
+    /// When the event was published, by the bus's clock.
+    [[nodiscard]] time_point time() const noexcept { return time_; }
+    /// Name of the topic it was published on (CloudEvents `type`).
+    [[nodiscard]] std::string_view topic() const noexcept { return origin_->topic; }
+    /// The publishing bus's source string (CloudEvents `source`).
+    [[nodiscard]] std::string_view source() const noexcept { return origin_->source; }
+    /// 1 for the first delivery; retrying policies count redeliveries up from there.
+    [[nodiscard]] std::uint32_t attempt() const noexcept { return attempt_; }
+    /// Id of the event that caused this one, if the publisher gave one; nil otherwise.
+    [[nodiscard]] event_id correlation_id() const noexcept { return correlation_; }
+    /// Whether the publisher gave a correlation id.
+    [[nodiscard]] bool has_correlation_id() const noexcept { return !correlation_.is_nil(); }
+
+private:
+    friend struct detail::envelope_access;
+
+    template <class... Args>
+    explicit envelope(const detail::origin* from, std::in_place_t, Args&&... args)
+        : event_(std::forward<Args>(args)...), origin_(from) {}
+
+    Event event_;
+    event_id id_{};
+    event_id correlation_{};
+    std::uint64_t sequence_ = 0;
+    time_point time_{};
+    const detail::origin* origin_ = nullptr;
+    std::uint32_t attempt_ = 1;
+    // Which drain epoch the queued copy is counted in; internal bookkeeping.
+    std::uint8_t epoch_ = 0;
+};
+
+namespace detail {
+/// The bus's back door to the envelope's private state.
+struct envelope_access {
+    template <class Event, class... Args>
+    static envelope<Event> make(const origin* from, Args&&... args) {
+        return envelope<Event>(from, std::in_place, std::forward<Args>(args)...);
+    }
+    template <class Event>
+    static void stamp(envelope<Event>& env, event_id id, std::uint64_t sequence,
+                      typename envelope<Event>::time_point time, event_id correlation) noexcept {
+        env.id_ = id;
+        env.sequence_ = sequence;
+        env.time_ = time;
+        env.correlation_ = correlation;
+    }
+    template <class Event>
+    static void set_epoch(envelope<Event>& env, std::uint8_t epoch) noexcept {
+        env.epoch_ = epoch;
+    }
+    template <class Event>
+    static std::uint8_t epoch(const envelope<Event>& env) noexcept {
+        return env.epoch_;
+    }
+};
+} // namespace detail
+
+} // namespace herald
+
+/// Hashing for unordered containers keyed by event id (idempotent consumers).
+template <>
+struct std::hash<herald::event_id> {
+    std::size_t operator()(const herald::event_id& id) const noexcept {
+        return static_cast<std::size_t>(id.low * 0x9e3779b97f4a7c15ULL ^ id.high);
+    }
+};

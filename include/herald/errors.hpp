@@ -1,0 +1,53 @@
+// What herald reports when handlers fail, and the exceptions it throws on misuse.
+#pragma once
+
+#include <herald/envelope.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace herald {
+
+/// A handler (or filter) that threw. Passed to the bus's error handler on the thread
+/// that ran the handler; the views are valid only during that call.
+struct delivery_error {
+    std::string_view topic{};    ///< topic name
+    std::string_view subscriber{}; ///< the subscription's name
+    event_id id{};               ///< the event's id
+    std::uint64_t sequence = 0;  ///< the event's sequence number on its topic
+    std::uint32_t attempt = 1;   ///< which delivery attempt failed
+    std::exception_ptr error{};  ///< what the handler threw
+
+    /// The exception's `what()`, or a placeholder for exceptions not derived from
+    /// `std::exception`.
+    [[nodiscard]] std::string message() const {
+        if (!error) {
+            return "no exception";
+        }
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return "unknown exception (not derived from std::exception)";
+        }
+    }
+};
+
+/// Receives every handler failure. Called on the thread that ran the failed handler,
+/// possibly from several threads at once; it must be thread-safe. Whatever it throws is
+/// swallowed (and counted as a failure of the error handler).
+using error_handler = std::function<void(const delivery_error&)>;
+
+/// Thrown for a misuse the compiler cannot see, such as calling `drain()` from inside a
+/// handler (the call would wait for itself) or mixing two topic types with one name.
+class usage_error : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+} // namespace herald

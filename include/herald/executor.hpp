@@ -1,0 +1,36 @@
+// Where asynchronous subscribers run: the executor interface the bus posts work to.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+namespace herald {
+
+namespace detail {
+/// A unit of work the bus posts: usually "run this subscriber's queued events".
+class task {
+public:
+    virtual ~task() = default;
+    /// Runs the work. Never throws: the bus catches handler failures inside.
+    virtual void run() noexcept = 0;
+};
+using task_ptr = std::shared_ptr<task>;
+} // namespace detail
+
+/// Runs the bus's work items. `herald::thread_pool` is the production executor; tests
+/// may plug in others. Implementations must be thread-safe: `post` is called from any
+/// publishing thread and from the executor's own threads.
+class executor {
+public:
+    virtual ~executor() = default;
+    /// Schedules `work->run()` to run once, soon, on one of the executor's threads.
+    virtual void post(detail::task_ptr work) = 0;
+    /// How many tasks may run at the same time (the number of worker threads).
+    [[nodiscard]] virtual std::size_t concurrency() const noexcept = 0;
+    /// Finishes the tasks already running, runs no new ones, and releases the threads.
+    /// Idempotent. The bus calls it during shutdown, after it has drained or discarded
+    /// its events.
+    virtual void stop() = 0;
+};
+
+} // namespace herald

@@ -1,0 +1,17 @@
+// herald: a header-only C++20 in-process event bus. Include this one header.
+#pragma once
+
+#include <herald/bus.hpp>
+#include <herald/config.hpp>
+#include <herald/envelope.hpp>
+#include <herald/errors.hpp>
+#include <herald/executor.hpp>
+#include <herald/fwd.hpp>
+#include <herald/policy/delivery_policy.hpp>
+#include <herald/policy/fire_and_forget.hpp>
+#include <herald/publish_result.hpp>
+#include <herald/subscribe_options.hpp>
+#include <herald/subscription.hpp>
+#include <herald/thread_pool.hpp>
+#include <herald/topic.hpp>
+#include <herald/version.hpp>

@@ -1,0 +1,44 @@
+// The result of a publish: accepted or rejected, and what happened to inline handlers.
+#pragma once
+
+#include <herald/envelope.hpp>
+
+#include <cstdint>
+#include <string_view>
+
+namespace herald {
+
+/// Whether the bus took an event.
+enum class publish_status : std::uint8_t {
+    accepted, ///< assigned an id and handed to every matching subscriber
+    stopped,  ///< rejected: the bus is shutting down or shut down; nobody saw the event
+};
+
+/// The readable name of a status ("accepted", "stopped").
+[[nodiscard]] constexpr std::string_view to_string(publish_status status) noexcept {
+    switch (status) {
+    case publish_status::accepted:
+        return "accepted";
+    case publish_status::stopped:
+        return "stopped";
+    }
+    return "unknown";
+}
+
+/// What `publish` did. Cheap to return; nothing is thrown on the publish path. Converts
+/// to `true` when the event was accepted.
+struct [[nodiscard]] publish_result {
+    publish_status status = publish_status::stopped;
+    event_id id{};              ///< the event's id (nil when rejected)
+    std::uint64_t sequence = 0; ///< the event's sequence on its topic (0 when rejected)
+    std::uint32_t queued = 0;   ///< async subscribers it was queued for
+    std::uint32_t handled_inline = 0; ///< inline handlers that ran and returned normally
+    std::uint32_t failed_inline = 0;  ///< inline handlers that threw (reported, counted)
+
+    /// True when the bus accepted the event.
+    [[nodiscard]] constexpr bool accepted() const noexcept { return status == publish_status::accepted; }
+    /// True when the bus accepted the event.
+    constexpr explicit operator bool() const noexcept { return accepted(); }
+};
+
+} // namespace herald

@@ -1,0 +1,146 @@
+// How a subscription receives events: where its handler runs, in what order, which events.
+#pragma once
+
+#include <herald/envelope.hpp>
+#include <herald/executor.hpp>
+
+#include <boost/signals2/slot.hpp>
+
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace herald {
+
+/// Where a subscriber's handler runs.
+enum class delivery : std::uint8_t {
+    async,     ///< on a worker of the subscriber's executor; `publish` only enqueues
+    immediate, ///< in the publisher's thread, before `publish` returns
+};
+
+/// Handler runs in the publisher's thread before `publish` returns.
+inline constexpr delivery inline_delivery = delivery::immediate;
+/// Handler runs on a worker thread (the default).
+inline constexpr delivery async_delivery = delivery::async;
+
+/// How an async subscriber's handler calls may overlap.
+enum class ordering : std::uint8_t {
+    /// One call at a time; the events of one publishing thread arrive in publish order
+    /// (the default).
+    serial,
+    /// Calls may run in parallel on every worker of the executor; no order is promised.
+    concurrent,
+};
+
+/// A predicate choosing which events a subscriber receives. Accepts a callable taking
+/// `const Event&` or `const envelope<Event>&` and returning something convertible to
+/// `bool`. An empty filter accepts everything. Filters run on the publisher's thread,
+/// so they must be cheap and thread-safe; a filter that throws counts as a failure of
+/// the subscriber for that event.
+template <class Event>
+class filter {
+public:
+    /// Accepts every event.
+    filter() = default;
+
+    /// Wraps a predicate on the event or on its envelope.
+    template <class F>
+        requires(!std::same_as<std::remove_cvref_t<F>, filter> &&
+                 (std::predicate<const F&, const envelope<Event>&> || std::predicate<const F&, const Event&>))
+    filter(F predicate) // NOLINT(google-explicit-constructor): designated-initializer friendly
+    {
+        if constexpr (std::predicate<const F&, const envelope<Event>&>) {
+            test_ = std::move(predicate);
+        } else {
+            test_ = [p = std::move(predicate)](const envelope<Event>& env) { return static_cast<bool>(p(env.event())); };
+        }
+    }
+
+    /// True when no predicate was given.
+    [[nodiscard]] bool is_empty() const noexcept { return !test_; }
+    /// Applies the predicate (true when empty).
+    [[nodiscard]] bool operator()(const envelope<Event>& env) const { return !test_ || test_(env); }
+
+private:
+    std::function<bool(const envelope<Event>&)> test_;
+};
+
+/// Objects a subscription depends on. While any of them is alive the subscription
+/// delivers; once one has expired, delivery stops and the subscription disconnects
+/// itself. During each handler call every tracked object is locked, so it cannot die
+/// while its handler runs. Accepts `std::shared_ptr`/`std::weak_ptr` and
+/// `boost::shared_ptr`/`boost::weak_ptr` to any type.
+///
+/// Built on Boost.Signals2's slot tracking (`track` / `track_foreign`).
+class tracked_objects {
+public:
+    /// Tracks nothing.
+    tracked_objects() = default;
+
+    /// Tracks each argument.
+    template <class... Ptrs>
+        requires(sizeof...(Ptrs) > 0)
+    tracked_objects(const Ptrs&... owners) // NOLINT(google-explicit-constructor)
+    {
+        (add(owners), ...);
+    }
+
+    /// True when nothing is tracked.
+    [[nodiscard]] bool is_empty() const noexcept { return count_ == 0; }
+
+    /// The Signals2 slot holding the tracked objects (for interop and for the bus).
+    [[nodiscard]] const boost::signals2::slot<void()>& slot() const noexcept { return slot_; }
+
+private:
+    template <class T>
+    void add(const std::shared_ptr<T>& p) {
+        slot_.track_foreign(p);
+        ++count_;
+    }
+    template <class T>
+    void add(const std::weak_ptr<T>& p) {
+        slot_.track_foreign(p);
+        ++count_;
+    }
+    template <class T>
+    void add(const boost::shared_ptr<T>& p) {
+        slot_.track(p);
+        ++count_;
+    }
+    template <class T>
+    void add(const boost::weak_ptr<T>& p) {
+        slot_.track(p);
+        ++count_;
+    }
+
+    boost::signals2::slot<void()> slot_{[] {}};
+    std::size_t count_ = 0;
+};
+
+/// Settings for one subscription; every field has a sensible default, so pass only what
+/// you need with designated initializers:
+///
+///     bus.subscribe<orders>(handler, {.name = "barista", .filter = is_coffee});
+template <class Event>
+struct subscribe_options {
+    /// Shown in error reports and statistics. Default: "<topic>#<n>".
+    std::string name{};
+    /// Where the handler runs.
+    delivery mode = delivery::async;
+    /// Whether async handler calls may overlap.
+    ordering order = ordering::serial;
+    /// Which events to receive.
+    herald::filter<Event> filter{};
+    /// Objects whose lifetime bounds the subscription.
+    tracked_objects track{};
+    /// Executor for an async subscriber (a bulkhead: a slow subscriber on its own pool
+    /// cannot starve others). Empty: the bus's default pool. The bus keeps it alive and
+    /// stops it at shutdown.
+    std::shared_ptr<executor> pool{};
+};
+
+} // namespace herald

@@ -1,0 +1,90 @@
+// The RAII handle of a subscription: destroying it (or unsubscribe()) ends delivery.
+#pragma once
+
+#include <herald/detail/subscriber.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace herald {
+
+/// What one subscription has done so far.
+struct subscription_stats {
+    std::uint64_t delivered = 0; ///< handler calls that returned normally
+    std::uint64_t failed = 0;    ///< handler (or filter) calls that threw
+    std::uint64_t discarded = 0; ///< queued events dropped because it had unsubscribed
+};
+
+/// Owns one subscription. Move-only; destroying it unsubscribes.
+///
+/// Guarantee: once `unsubscribe()` (or the destructor) returns, the handler is not
+/// running and will never be entered again, on any thread. Called from inside the
+/// handler itself, it returns without waiting for that running call. A subscription may
+/// outlive its bus: it is then simply disconnected. Thread safety: distinct subscription
+/// objects may be used concurrently; one object is not synchronised (like `std::thread`).
+class [[nodiscard]] subscription {
+public:
+    /// A subscription that is not connected to anything.
+    subscription() noexcept = default;
+
+    /// Wraps a subscriber the bus created (used by `basic_bus::subscribe`).
+    explicit subscription(const std::shared_ptr<detail::subscriber_base>& subscriber)
+        : subscriber_(subscriber), name_(subscriber->name) {}
+
+    subscription(subscription&& other) noexcept = default;
+    subscription& operator=(subscription&& other) noexcept {
+        if (this != &other) {
+            unsubscribe();
+            subscriber_ = std::move(other.subscriber_);
+            name_ = std::move(other.name_);
+        }
+        return *this;
+    }
+    subscription(const subscription&) = delete;
+    subscription& operator=(const subscription&) = delete;
+
+    ~subscription() { unsubscribe(); }
+
+    /// Ends delivery (see the class comment for the guarantee). Idempotent; a no-op on an
+    /// empty or already-disconnected subscription, or after the bus is gone.
+    void unsubscribe() noexcept {
+        if (auto s = subscriber_.lock()) {
+            s->unsubscribe();
+        }
+        subscriber_.reset();
+    }
+
+    /// Gives up ownership: the subscription stays active until the bus shuts down (or a
+    /// tracked object dies). Returns its name.
+    std::string release() noexcept {
+        subscriber_.reset();
+        return std::move(name_);
+    }
+
+    /// True while events can still reach the handler.
+    [[nodiscard]] bool is_connected() const noexcept {
+        auto s = subscriber_.lock();
+        return s && !s->is_closed();
+    }
+
+    /// The subscription's name (given in the options or generated).
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+    /// What the handler has done so far; zeros once the bus is gone.
+    [[nodiscard]] subscription_stats stats() const noexcept {
+        subscription_stats out;
+        if (auto s = subscriber_.lock()) {
+            const auto c = s->counters();
+            out = {c.delivered, c.failed, c.discarded};
+        }
+        return out;
+    }
+
+private:
+    std::weak_ptr<detail::subscriber_base> subscriber_;
+    std::string name_;
+};
+
+} // namespace herald

@@ -1,0 +1,106 @@
+// A fixed-size pool of worker threads fed by a lock-free queue: herald's default executor.
+#pragma once
+
+#include <herald/detail/concurrentqueue.hpp>
+#include <herald/executor.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace herald {
+
+/// A fixed number of worker threads taking tasks from one moodycamel
+/// `BlockingConcurrentQueue`. An idle worker spins briefly, then sleeps on a semaphore,
+/// so an idle pool uses no CPU. Tasks posted by one thread start in the order posted;
+/// with more than one worker they may run concurrently.
+///
+/// Thread safety: `post` may be called from any thread, including the pool's own.
+/// `stop` (and the destructor) must not be called from one of the pool's threads.
+class thread_pool final : public executor {
+public:
+    /// Starts `threads` workers (at least one; 0 means `std::thread::hardware_concurrency()`).
+    explicit thread_pool(std::size_t threads = 0, std::string name = "herald") : name_(std::move(name)) {
+        if (threads == 0) {
+            threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
+        }
+        workers_.reserve(threads);
+        for (std::size_t i = 0; i < threads; ++i) {
+            workers_.emplace_back([this] { work(); });
+        }
+    }
+
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+
+    /// Stops and joins the workers; tasks still queued are released without running.
+    ~thread_pool() override { stop(); }
+
+    /// Queues `work`. After `stop()` the task is released without running.
+    void post(detail::task_ptr work) override {
+        if (!stopping_.load(std::memory_order_acquire)) {
+            tasks_.enqueue(std::move(work));
+        }
+    }
+
+    /// The number of worker threads.
+    [[nodiscard]] std::size_t concurrency() const noexcept override { return workers_.size(); }
+
+    /// The name given at construction (used in diagnostics).
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+    /// Lets running tasks finish, joins every worker, releases queued tasks. Idempotent.
+    /// Throws `std::logic_error` when called from one of this pool's own workers.
+    void stop() override {
+        std::lock_guard lock(stop_mutex_);
+        if (stopped_) {
+            return;
+        }
+        for (const auto& worker : workers_) {
+            if (worker.get_id() == std::this_thread::get_id()) {
+                throw std::logic_error("herald::thread_pool::stop called from its own worker thread");
+            }
+        }
+        stopping_.store(true, std::memory_order_release);
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            tasks_.enqueue(nullptr); // wakes one sleeping worker
+        }
+        for (auto& worker : workers_) {
+            worker.join();
+        }
+        detail::task_ptr leftover;
+        while (tasks_.try_dequeue(leftover)) {
+            leftover.reset();
+        }
+        stopped_ = true;
+    }
+
+private:
+    void work() noexcept {
+        moodycamel::ConsumerToken token(tasks_);
+        detail::task_ptr item;
+        while (!stopping_.load(std::memory_order_acquire)) {
+            // The timeout only bounds how long a missed wake-up could delay stopping.
+            if (tasks_.wait_dequeue_timed(token, item, std::chrono::milliseconds(200)) && item) {
+                item->run();
+                item.reset();
+            }
+        }
+    }
+
+    std::string name_;
+    moodycamel::BlockingConcurrentQueue<detail::task_ptr> tasks_;
+    std::vector<std::thread> workers_;
+    std::atomic<bool> stopping_{false};
+    std::mutex stop_mutex_;
+    bool stopped_ = false;
+};
+
+} // namespace herald
