@@ -93,7 +93,7 @@ public:
     [[nodiscard]] bool is_empty() const noexcept { return count_ == 0; }
 
     /// The Signals2 slot holding the tracked objects (for interop and for the bus).
-    [[nodiscard]] const boost::signals2::slot<void()>& slot() const noexcept { return slot_; }
+    [[nodiscard]] const boost::signals2::slot<void(), std::function<void()>>& slot() const noexcept { return slot_; }
 
 private:
     template <class T>
@@ -117,7 +117,7 @@ private:
         ++count_;
     }
 
-    boost::signals2::slot<void()> slot_{[] {}};
+    boost::signals2::slot<void(), std::function<void()>> slot_{[] {}};
     std::size_t count_ = 0;
 };
 

@@ -31,13 +31,14 @@ public:
 
     /// Wraps a subscriber the bus created (used by `basic_bus::subscribe`).
     explicit subscription(const std::shared_ptr<detail::subscriber_base>& subscriber)
-        : subscriber_(subscriber), name_(subscriber->name) {}
+        : subscriber_(subscriber), counters_(subscriber->counter_handle()), name_(subscriber->name) {}
 
     subscription(subscription&& other) noexcept = default;
     subscription& operator=(subscription&& other) noexcept {
         if (this != &other) {
             unsubscribe();
             subscriber_ = std::move(other.subscriber_);
+            counters_ = std::move(other.counters_);
             name_ = std::move(other.name_);
         }
         return *this;
@@ -60,6 +61,7 @@ public:
     /// tracked object dies). Returns its name.
     std::string release() noexcept {
         subscriber_.reset();
+        counters_.reset();
         return std::move(name_);
     }
 
@@ -72,18 +74,19 @@ public:
     /// The subscription's name (given in the options or generated).
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
-    /// What the handler has done so far; zeros once the bus is gone.
+    /// What the handler has done so far; still readable after unsubscribing or after the
+    /// bus is gone (zeros for an empty subscription).
     [[nodiscard]] subscription_stats stats() const noexcept {
-        subscription_stats out;
-        if (auto s = subscriber_.lock()) {
-            const auto c = s->counters();
-            out = {c.delivered, c.failed, c.discarded};
+        if (!counters_) {
+            return {};
         }
-        return out;
+        const auto c = counters_->read();
+        return {c.delivered, c.failed, c.discarded};
     }
 
 private:
     std::weak_ptr<detail::subscriber_base> subscriber_;
+    std::shared_ptr<const detail::counter_block> counters_;
     std::string name_;
 };
 

@@ -35,6 +35,19 @@ struct subscriber_counters {
     std::uint64_t discarded = 0;
 };
 
+/// A subscriber's live counters, in their own block so the subscription handle can read
+/// them after the subscriber itself is gone.
+struct counter_block {
+    std::atomic<std::uint64_t> delivered{0};
+    std::atomic<std::uint64_t> failed{0};
+    std::atomic<std::uint64_t> discarded{0};
+
+    [[nodiscard]] subscriber_counters read() const noexcept {
+        return {delivered.load(std::memory_order_relaxed), failed.load(std::memory_order_relaxed),
+                discarded.load(std::memory_order_relaxed)};
+    }
+};
+
 /// The untyped part of a subscriber: identity, lifetime gate and counters.
 class subscriber_base : public task, public std::enable_shared_from_this<subscriber_base> {
 public:
@@ -45,9 +58,10 @@ public:
 
     ~subscriber_base() override {
         if (auto t = topic_weak_.lock()) {
-            t->retired_delivered.fetch_add(delivered_.load(std::memory_order_relaxed), std::memory_order_relaxed);
-            t->retired_failed.fetch_add(failed_.load(std::memory_order_relaxed), std::memory_order_relaxed);
-            t->retired_discarded.fetch_add(discarded_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+            const auto c = stats_->read();
+            t->retired_delivered.fetch_add(c.delivered, std::memory_order_relaxed);
+            t->retired_failed.fetch_add(c.failed, std::memory_order_relaxed);
+            t->retired_discarded.fetch_add(c.discarded, std::memory_order_relaxed);
         }
     }
 
@@ -69,10 +83,10 @@ public:
         return (gate_.load(std::memory_order_acquire) & closed_bit) != 0;
     }
 
-    [[nodiscard]] subscriber_counters counters() const noexcept {
-        return {delivered_.load(std::memory_order_relaxed), failed_.load(std::memory_order_relaxed),
-                discarded_.load(std::memory_order_relaxed)};
-    }
+    [[nodiscard]] subscriber_counters counters() const noexcept { return stats_->read(); }
+
+    /// The counters, shared with the subscription handle.
+    [[nodiscard]] std::shared_ptr<const counter_block> counter_handle() const noexcept { return stats_; }
 
     const std::string name;
     const delivery mode;
@@ -100,9 +114,9 @@ protected:
             frame_scope frame(this, bus_);
             try {
                 call();
-                delivered_.fetch_add(1, std::memory_order_relaxed);
+                stats_->delivered.fetch_add(1, std::memory_order_relaxed);
             } catch (...) {
-                failed_.fetch_add(1, std::memory_order_relaxed);
+                stats_->failed.fetch_add(1, std::memory_order_relaxed);
                 report(meta, std::current_exception());
                 result = outcome::failed;
             }
@@ -115,7 +129,7 @@ protected:
         bus_->report(delivery_error{topic_->where.topic, name, meta.id, meta.sequence, meta.attempt, std::move(error)});
     }
 
-    void count_discarded() noexcept { discarded_.fetch_add(1, std::memory_order_relaxed); }
+    void count_discarded() noexcept { stats_->discarded.fetch_add(1, std::memory_order_relaxed); }
 
     /// Posts this subscriber to its executor.
     void schedule() { exec_->post(shared_from_this()); }
@@ -170,9 +184,7 @@ private:
     }
 
     alignas(64) std::atomic<std::uint32_t> gate_{0};
-    std::atomic<std::uint64_t> delivered_{0};
-    std::atomic<std::uint64_t> failed_{0};
-    std::atomic<std::uint64_t> discarded_{0};
+    const std::shared_ptr<counter_block> stats_ = std::make_shared<counter_block>();
 };
 
 /// A subscriber of topics carrying `Event`.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <herald/detail/core.hpp>
+#include <herald/detail/snapshot_cell.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/topic.hpp>
 
@@ -15,7 +16,8 @@
 namespace herald::detail {
 
 /// Subscribers are read on every publish and changed rarely, so writers copy the list
-/// under a mutex and publish the copy atomically; publishers never lock.
+/// under a mutex and publish the copy as a new snapshot; publishers never take the
+/// mutex and never wait for a writer's copy.
 template <class T, class Traits>
 class topic_state final : public topic_core {
 public:
@@ -28,19 +30,19 @@ public:
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
     [[nodiscard]] std::shared_ptr<const list> snapshot() const noexcept {
-        return subscribers_.load(std::memory_order_acquire);
+        return subscribers_.load();
     }
 
     void add(std::shared_ptr<subscriber_type> joining) {
         std::lock_guard lock(mutex_);
-        auto next = std::make_shared<list>(*subscribers_.load(std::memory_order_acquire));
+        auto next = std::make_shared<list>(*subscribers_.load());
         next->push_back(std::move(joining));
-        subscribers_.store(std::move(next), std::memory_order_release);
+        subscribers_.store(std::move(next));
     }
 
     void remove(const subscriber_base& gone) override {
         std::lock_guard lock(mutex_);
-        auto current = subscribers_.load(std::memory_order_acquire);
+        auto current = subscribers_.load();
         const auto found = std::find_if(current->begin(), current->end(),
                                         [&](const auto& s) { return s.get() == &gone; });
         if (found == current->end()) {
@@ -53,7 +55,7 @@ public:
                 next->push_back(s);
             }
         }
-        subscribers_.store(std::move(next), std::memory_order_release);
+        subscribers_.store(std::move(next));
     }
 
     [[nodiscard]] std::vector<std::shared_ptr<subscriber_base>> subscribers() const override {
@@ -66,7 +68,7 @@ public:
 
 private:
     std::mutex mutex_;
-    std::atomic<std::shared_ptr<const list>> subscribers_;
+    snapshot_cell<list> subscribers_;
 };
 
 } // namespace herald::detail
