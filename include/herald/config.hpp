@@ -17,6 +17,11 @@ struct default_bus_traits {
     /// How many queued events a worker handles for one serial subscriber before it
     /// yields the worker to other subscribers (fairness versus per-event overhead).
     static constexpr std::size_t batch_size = 64;
+
+    /// Events an async subscriber's queue has room for before it allocates more blocks
+    /// (blocks are recycled, so a steady load stops allocating). Small by default,
+    /// because every async subscriber has its own queue.
+    static constexpr std::size_t initial_queue_capacity = 64;
 };
 
 } // namespace herald

@@ -197,7 +197,7 @@ public:
                           on_topic),
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
-            queue_.emplace();
+            queue_.emplace(Traits::initial_queue_capacity);
         }
     }
 
