@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything (tests, examples, benchmarks, the header
+# self-containment check) and runs the whole CTest suite. Non-zero exit on any failure.
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/deps.sh
+
+# Ninja for a fresh build/ if installed; an existing build/ keeps its generator.
+generator=()
+if [ ! -f build/CMakeCache.txt ] && command -v ninja >/dev/null 2>&1; then
+    generator=(-G Ninja)
+fi
+
+# Optimised with debug info: the configuration users ship, and the one where the
+# optimiser's extra warnings fire. The Debug build with assertions is .ci/run's clang
+# stage; the sanitizer builds keep assertions too.
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j "$(nproc)"
+ctest --test-dir build --output-on-failure -j 2
