@@ -52,8 +52,9 @@ int main() {
         },
         {.name = "audit", .mode = herald::inline_delivery});
 
-    for (const auto& [item, customer, price] : {order_placed{"latte", "Ada", 3.5}, order_placed{"croissant", "Alan", 2.2},
-                                                order_placed{"espresso", "Grace", 2.0}}) {
+    for (const auto& [item, customer, price] :
+         {order_placed{"latte", "Ada", 3.5}, order_placed{"croissant", "Alan", 2.2},
+          order_placed{"espresso", "Grace", 2.0}}) {
         const auto result = bus.publish<orders>({item, customer, price});
         if (!result) {
             say("order rejected: %s\n", std::string(herald::to_string(result.status)).c_str());

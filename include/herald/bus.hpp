@@ -66,21 +66,25 @@ struct publish_options {
 
 /// Totals over the bus's life; each field is read atomically, the set is not a snapshot.
 struct bus_stats {
-    std::uint64_t published = 0; ///< events accepted
-    std::uint64_t rejected = 0;  ///< publishes refused because the bus was stopping
-    std::uint64_t delivered = 0; ///< handler calls that returned normally
-    std::uint64_t failed = 0;    ///< handler or filter calls that threw
-    std::uint64_t discarded = 0; ///< queued deliveries dropped because the subscriber left
-    std::uint64_t dropped = 0;   ///< queued deliveries dropped by `shutdown(discard)`
+    std::uint64_t published = 0;              ///< events accepted
+    std::uint64_t rejected = 0;               ///< publishes refused because the bus was stopping
+    std::uint64_t delivered = 0;              ///< handler calls that returned normally
+    std::uint64_t failed = 0;                 ///< handler or filter calls that threw
+    std::uint64_t discarded = 0;              ///< queued deliveries dropped because the subscriber left
+    std::uint64_t dropped = 0;                ///< queued deliveries dropped by `shutdown(discard)`
     std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
-    std::size_t topics = 0;      ///< topics used so far
-    std::size_t subscribers = 0; ///< current subscriptions
+    std::size_t topics = 0;                   ///< topics used so far
+    std::size_t subscribers = 0;              ///< current subscriptions
 };
 
 namespace detail {
+// clang-format 14 misreads "&>" in this concept.
+// clang-format off
 template <class Handler, class Event>
-concept handler_for = std::invocable<Handler&, const envelope<Event>&> || std::invocable<Handler&, const Event&> ||
+concept handler_for = std::invocable<Handler&, const envelope<Event>&> ||
+                      std::invocable<Handler&, const Event&> ||
                       std::invocable<Handler&, Event&&>;
+// clang-format on
 
 template <class Handler, class Event>
 constexpr bool handler_returns_void() {
@@ -146,9 +150,9 @@ public:
     /// Creates the bus and starts its default pool.
     explicit basic_bus(bus_options options = {})
         : core_(std::move(options.source), std::move(options.on_error)),
-          nonce_(detail::mix64(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
-                               static_cast<std::uint64_t>(
-                                   std::chrono::steady_clock::now().time_since_epoch().count()))) {
+          nonce_(
+              detail::mix64(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
+                            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()))) {
         if (options.default_executor) {
             default_executor_ = std::move(options.default_executor);
         } else {

@@ -15,12 +15,12 @@ namespace herald {
 /// A handler (or filter) that threw. Passed to the bus's error handler on the thread
 /// that ran the handler; the views are valid only during that call.
 struct delivery_error {
-    std::string_view topic{};    ///< topic name
+    std::string_view topic{};      ///< topic name
     std::string_view subscriber{}; ///< the subscription's name
-    event_id id{};               ///< the event's id
-    std::uint64_t sequence = 0;  ///< the event's sequence number on its topic
-    std::uint32_t attempt = 1;   ///< which delivery attempt failed
-    std::exception_ptr error{};  ///< what the handler threw
+    event_id id{};                 ///< the event's id
+    std::uint64_t sequence = 0;    ///< the event's sequence number on its topic
+    std::uint32_t attempt = 1;     ///< which delivery attempt failed
+    std::exception_ptr error{};    ///< what the handler threw
 
     /// The exception's `what()`, or a placeholder for exceptions not derived from
     /// `std::exception`.

@@ -29,9 +29,9 @@ enum class publish_status : std::uint8_t {
 /// to `true` when the event was accepted.
 struct [[nodiscard]] publish_result {
     publish_status status = publish_status::stopped;
-    event_id id{};              ///< the event's id (nil when rejected)
-    std::uint64_t sequence = 0; ///< the event's sequence on its topic (0 when rejected)
-    std::uint32_t queued = 0;   ///< async subscribers it was queued for
+    event_id id{};                    ///< the event's id (nil when rejected)
+    std::uint64_t sequence = 0;       ///< the event's sequence on its topic (0 when rejected)
+    std::uint32_t queued = 0;         ///< async subscribers it was queued for
     std::uint32_t handled_inline = 0; ///< inline handlers that ran and returned normally
     std::uint32_t failed_inline = 0;  ///< inline handlers that threw (reported, counted)
 

@@ -56,7 +56,9 @@ public:
         if constexpr (std::predicate<const F&, const envelope<Event>&>) {
             test_ = std::move(predicate);
         } else {
-            test_ = [p = std::move(predicate)](const envelope<Event>& env) { return static_cast<bool>(p(env.event())); };
+            test_ = [p = std::move(predicate)](const envelope<Event>& env) {
+                return static_cast<bool>(p(env.event()));
+            };
         }
     }
 

@@ -68,7 +68,6 @@ inline constexpr std::string_view topic_name_v = detail::topic_name_of<T>();
 /// A 64-bit id derived only from the topic's type spelling and name, so it is the same in
 /// every translation unit and shared library of a program.
 template <topic_type T>
-inline constexpr std::uint64_t topic_id_v =
-    detail::fnv1a(topic_name_v<T>, detail::fnv1a(detail::type_name<T>()));
+inline constexpr std::uint64_t topic_id_v = detail::fnv1a(topic_name_v<T>, detail::fnv1a(detail::type_name<T>()));
 
 } // namespace herald

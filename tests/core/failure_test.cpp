@@ -70,8 +70,8 @@ TEST_CASE("inline failures are reported, counted and returned by publish") {
     int after = 0;
     auto bad = bus.subscribe<test::orders>([](const test::order_placed&) { throw std::logic_error("nope"); },
                                            {.name = "bad", .mode = herald::inline_delivery});
-    auto good = bus.subscribe<test::orders>([&](const test::order_placed&) { ++after; },
-                                            {.mode = herald::inline_delivery});
+    auto good =
+        bus.subscribe<test::orders>([&](const test::order_placed&) { ++after; }, {.mode = herald::inline_delivery});
     const auto result = bus.publish<test::orders>({"a", 1});
     CHECK(result.accepted());
     CHECK(result.failed_inline == 1);
@@ -84,14 +84,13 @@ TEST_CASE("inline failures are reported, counted and returned by publish") {
 TEST_CASE("non-standard exceptions and throwing filters are reported too") {
     error_log log;
     herald::bus bus{{.workers = 1, .on_error = log.handler()}};
-    auto odd = bus.subscribe<test::orders>([](const test::order_placed&) { throw 42; },
-                                           {.mode = herald::inline_delivery});
-    auto picky = bus.subscribe<test::orders>([](const test::order_placed&) {},
-                                             {.name = "picky",
-                                              .mode = herald::inline_delivery,
-                                              .filter = [](const test::order_placed&) -> bool {
-                                                  throw std::runtime_error("filter broke");
-                                              }});
+    auto odd =
+        bus.subscribe<test::orders>([](const test::order_placed&) { throw 42; }, {.mode = herald::inline_delivery});
+    auto picky = bus.subscribe<test::orders>(
+        [](const test::order_placed&) {},
+        {.name = "picky", .mode = herald::inline_delivery, .filter = [](const test::order_placed&) -> bool {
+             throw std::runtime_error("filter broke");
+         }});
     const auto result = bus.publish<test::orders>({"a", 1});
     CHECK(result.failed_inline == 1);
     REQUIRE(log.errors.size() == 2);

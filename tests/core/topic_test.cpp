@@ -38,8 +38,8 @@ TEST_CASE("two topics carrying the same event type are independent") {
     herald::bus bus{{.workers = 1}};
     std::atomic<int> on_orders{0};
     std::atomic<int> on_refunds{0};
-    auto a = bus.subscribe<test::orders>([&](const test::order_placed&) { ++on_orders; },
-                                         {.mode = herald::inline_delivery});
+    auto a =
+        bus.subscribe<test::orders>([&](const test::order_placed&) { ++on_orders; }, {.mode = herald::inline_delivery});
     auto b = bus.subscribe<test::refunds>([&](const test::order_placed&) { ++on_refunds; },
                                           {.mode = herald::inline_delivery});
     (void)bus.publish<test::orders>({"latte", 3.5});

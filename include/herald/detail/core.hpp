@@ -86,8 +86,7 @@ inline thread_local const running_frame* current_frame = nullptr;
 /// Pushes a frame for the duration of a handler call.
 class frame_scope {
 public:
-    frame_scope(const void* subscriber, const bus_core* bus) noexcept
-        : frame_{subscriber, bus, current_frame} {
+    frame_scope(const void* subscriber, const bus_core* bus) noexcept : frame_{subscriber, bus, current_frame} {
         current_frame = &frame_;
     }
     ~frame_scope() { current_frame = frame_.outer; }

@@ -53,8 +53,14 @@ class subscriber_base : public task, public std::enable_shared_from_this<subscri
 public:
     subscriber_base(std::string subscriber_name, delivery how, ordering order, tracked_objects tracking,
                     executor* runs_on, const std::shared_ptr<topic_core>& on_topic)
-        : name(std::move(subscriber_name)), mode(how), order_(order), track_(std::move(tracking)),
-          exec_(runs_on), topic_(on_topic.get()), topic_weak_(on_topic), bus_(on_topic->bus) {}
+        : name(std::move(subscriber_name)),
+          mode(how),
+          order_(order),
+          track_(std::move(tracking)),
+          exec_(runs_on),
+          topic_(on_topic.get()),
+          topic_weak_(on_topic),
+          bus_(on_topic->bus) {}
 
     ~subscriber_base() override {
         if (auto t = topic_weak_.lock()) {
@@ -79,9 +85,7 @@ public:
     /// Stops delivery without waiting for running calls.
     void close() noexcept { gate_.fetch_or(closed_bit, std::memory_order_acq_rel); }
 
-    [[nodiscard]] bool is_closed() const noexcept {
-        return (gate_.load(std::memory_order_acquire) & closed_bit) != 0;
-    }
+    [[nodiscard]] bool is_closed() const noexcept { return (gate_.load(std::memory_order_acquire) & closed_bit) != 0; }
 
     [[nodiscard]] subscriber_counters counters() const noexcept { return stats_->read(); }
 

@@ -29,9 +29,7 @@ public:
         : topic_core(topic_name_v<T>, owner, id_prefix), subscribers_(std::make_shared<const list>()) {}
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
-    [[nodiscard]] std::shared_ptr<const list> snapshot() const noexcept {
-        return subscribers_.load();
-    }
+    [[nodiscard]] std::shared_ptr<const list> snapshot() const noexcept { return subscribers_.load(); }
 
     void add(std::shared_ptr<subscriber_type> joining) {
         std::lock_guard lock(mutex_);
@@ -43,8 +41,8 @@ public:
     void remove(const subscriber_base& gone) override {
         std::lock_guard lock(mutex_);
         auto current = subscribers_.load();
-        const auto found = std::find_if(current->begin(), current->end(),
-                                        [&](const auto& s) { return s.get() == &gone; });
+        const auto found =
+            std::find_if(current->begin(), current->end(), [&](const auto& s) { return s.get() == &gone; });
         if (found == current->end()) {
             return;
         }

@@ -15,9 +15,8 @@ enum class delivery_guarantee {
 /// A delivery policy: an empty tag type chosen as a topic's template argument. It names
 /// its guarantee as `static constexpr herald::delivery_guarantee guarantee`.
 template <class P>
-concept delivery_policy = std::is_empty_v<P> && std::is_trivially_default_constructible_v<P> &&
-                          requires {
-                              { P::guarantee } -> std::convertible_to<delivery_guarantee>;
-                          };
+concept delivery_policy = std::is_empty_v<P> && std::is_trivially_default_constructible_v<P> && requires {
+    { P::guarantee } -> std::convertible_to<delivery_guarantee>;
+};
 
 } // namespace herald
