@@ -188,31 +188,44 @@ public:
         auto& state = topic_of<T>();
 
         publish_result result;
-        const std::uint8_t slot = state.begin_flight();
+        const auto subscribers = state.snapshot();
+        // Only async deliveries outlive this call, so only they are counted for drain();
+        // a topic with inline subscribers alone skips the shared counter.
+        const bool counted = subscribers->any_async;
+        const std::uint8_t slot = counted ? state.begin_flight() : 0;
         if (core_.stopped.load(std::memory_order_seq_cst)) {
-            state.end_flight(slot);
+            if (counted) {
+                state.end_flight(slot);
+            }
             core_.rejected.fetch_add(1, std::memory_order_relaxed);
             return result;
         }
         struct flight_guard {
-            detail::topic_core& topic;
+            detail::topic_core* topic;
             std::uint8_t slot;
-            ~flight_guard() { topic.end_flight(slot); }
-        } guard{state, slot};
+            ~flight_guard() {
+                if (topic != nullptr) {
+                    topic->end_flight(slot);
+                }
+            }
+        } guard{counted ? &state : nullptr, slot};
 
-        const auto subscribers = state.snapshot();
         const std::uint64_t sequence = state.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
         auto env = detail::envelope_access::make<event_type>(&state.where, std::forward<V>(value));
         const event_id id{state.where.id_prefix, sequence};
-        detail::envelope_access::stamp(env, id, sequence, Traits::clock::now(), options.correlation);
+        // Reading the clock costs as much as the rest of an inline publish; skip it when
+        // no handler or filter can see the time.
+        const auto time = subscribers->needs_time ? Traits::clock::now() : typename Traits::clock::time_point{};
+        detail::envelope_access::stamp(env, id, sequence, time, options.correlation);
         detail::envelope_access::set_epoch(env, slot);
         result.status = publish_status::accepted;
         result.id = id;
         result.sequence = sequence;
 
-        const std::size_t count = subscribers->size();
+        const auto& items = subscribers->items;
+        const std::size_t count = items.size();
         for (std::size_t i = 0; i < count; ++i) {
-            auto& subscriber = *(*subscribers)[i];
+            auto& subscriber = *items[i];
             if (!subscriber.accepts(env)) {
                 continue;
             }

@@ -55,6 +55,7 @@ public:
     {
         if constexpr (std::predicate<const F&, const envelope<Event>&>) {
             test_ = std::move(predicate);
+            reads_envelope_ = true;
         } else {
             test_ = [p = std::move(predicate)](const envelope<Event>& env) {
                 return static_cast<bool>(p(env.event()));
@@ -64,11 +65,14 @@ public:
 
     /// True when no predicate was given.
     [[nodiscard]] bool is_empty() const noexcept { return !test_; }
+    /// True when the predicate takes the envelope (so it may read its metadata).
+    [[nodiscard]] bool reads_envelope() const noexcept { return reads_envelope_; }
     /// Applies the predicate (true when empty).
     [[nodiscard]] bool operator()(const envelope<Event>& env) const { return !test_ || test_(env); }
 
 private:
     std::function<bool(const envelope<Event>&)> test_;
+    bool reads_envelope_ = false;
 };
 
 /// Objects a subscription depends on. While any of them is alive the subscription

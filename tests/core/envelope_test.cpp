@@ -105,3 +105,21 @@ TEST_CASE("an async by-value handler gets its copy moved in, an inline one gets 
         CHECK(test::counted::copies == 2);
     }
 }
+
+TEST_CASE("the publish time is there whenever a handler or filter can read it") {
+    herald::bus bus{{.workers = 1}};
+    const auto before = std::chrono::system_clock::now();
+    std::atomic<bool> filter_saw_time{false};
+    std::atomic<int> plain_calls{0};
+    // A plain handler cannot see the time; the envelope filter on the other can.
+    auto plain = bus.subscribe<test::orders>([&](const test::order_placed&) { ++plain_calls; });
+    auto timed = bus.subscribe<test::orders>([](const test::order_placed&) {},
+                                             {.filter = [&](const herald::envelope<test::order_placed>& e) {
+                                                 filter_saw_time = e.time() >= before;
+                                                 return true;
+                                             }});
+    (void)bus.publish<test::orders>({"a", 1});
+    bus.drain();
+    CHECK(filter_saw_time);
+    CHECK(plain_calls == 1);
+}

@@ -153,8 +153,11 @@ public:
     void add_flight(std::uint8_t slot) noexcept { in_flight[slot].fetch_add(1, std::memory_order_relaxed); }
 
     /// One delivery of the slot is finished (handled, failed, discarded or dropped).
-    void end_flight(std::uint8_t slot) noexcept {
-        if (in_flight[slot].fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+    void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1); }
+
+    /// `count` deliveries of the slot are finished.
+    void end_flights(std::uint8_t slot, std::int64_t count) noexcept {
+        if (count != 0 && in_flight[slot].fetch_sub(count, std::memory_order_seq_cst) == count &&
             bus->drain_waiters.load(std::memory_order_seq_cst) != 0) {
             in_flight[slot].notify_all();
         }

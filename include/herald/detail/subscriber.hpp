@@ -196,9 +196,10 @@ template <class Event, class Traits>
 class subscriber : public subscriber_base {
 public:
     subscriber(subscribe_options<Event>&& options, std::string resolved_name, executor* runs_on,
-               const std::shared_ptr<topic_core>& on_topic)
+               const std::shared_ptr<topic_core>& on_topic, bool handler_takes_envelope)
         : subscriber_base(std::move(resolved_name), options.mode, options.order, std::move(options.track), runs_on,
                           on_topic),
+          needs_envelope(handler_takes_envelope || options.filter.reads_envelope()),
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
             queue_.emplace(Traits::initial_queue_capacity);
@@ -249,22 +250,30 @@ public:
         std::optional<envelope<Event>> item;
         if (order_ == ordering::concurrent) {
             if (queue_->try_dequeue(item)) {
-                process(*item);
+                topic_->end_flights(process(*item), 1);
             } else {
                 reschedule();
             }
             return;
         }
+        // The in-flight counters are shared with publishers: settle them once per batch,
+        // not once per event, to keep their cache line from bouncing.
+        std::int64_t ended[2] = {0, 0};
         std::int64_t done = 0;
         while (done < static_cast<std::int64_t>(Traits::batch_size) && queue_->try_dequeue(item)) {
-            process(*item);
+            ++ended[process(*item)];
             item.reset();
             ++done;
         }
+        topic_->end_flights(0, ended[0]);
+        topic_->end_flights(1, ended[1]);
         if (pending_.fetch_sub(done, std::memory_order_acq_rel) - done > 0) {
             reschedule();
         }
     }
+
+    /// True when the handler or the filter reads the envelope's metadata.
+    const bool needs_envelope;
 
 protected:
     /// Calls the user's handler; `owned` says the envelope may be moved from.
@@ -275,14 +284,14 @@ private:
         return {env.id(), env.sequence(), env.attempt()};
     }
 
-    void process(envelope<Event>& env) noexcept {
-        const std::uint8_t slot = envelope_access::epoch(env);
+    /// Handles (or drops) one queued event; returns the drain epoch slot it counted in.
+    std::uint8_t process(envelope<Event>& env) noexcept {
         if (bus_->discarding.load(std::memory_order_acquire)) {
             bus_->dropped.fetch_add(1, std::memory_order_relaxed);
         } else if (guarded(meta_of(env), [&] { invoke(env, true); }) == outcome::skipped) {
             count_discarded();
         }
-        topic_->end_flight(slot);
+        return envelope_access::epoch(env);
     }
 
     void reschedule() noexcept {
@@ -305,7 +314,8 @@ public:
     template <class H>
     subscriber_impl(H&& handler, subscribe_options<Event>&& options, std::string resolved_name, executor* runs_on,
                     const std::shared_ptr<topic_core>& on_topic)
-        : subscriber<Event, Traits>(std::move(options), std::move(resolved_name), runs_on, on_topic),
+        : subscriber<Event, Traits>(std::move(options), std::move(resolved_name), runs_on, on_topic,
+                                    std::is_invocable_v<Handler&, const envelope<Event>&>),
           handler_(std::forward<H>(handler)) {}
 
 private:

@@ -23,7 +23,20 @@ class topic_state final : public topic_core {
 public:
     using event_type = typename T::event_type;
     using subscriber_type = subscriber<event_type, Traits>;
-    using list = std::vector<std::shared_ptr<subscriber_type>>;
+    /// One immutable snapshot of the subscribers, with the facts the publish path needs.
+    struct list {
+        std::vector<std::shared_ptr<subscriber_type>> items;
+        /// Some subscriber is async: the publish must be counted for drain().
+        bool any_async = false;
+        /// Some handler or filter reads the envelope: the publish must read the clock.
+        bool needs_time = false;
+
+        void add(std::shared_ptr<subscriber_type> s) {
+            any_async = any_async || s->mode == delivery::async;
+            needs_time = needs_time || s->needs_envelope;
+            items.push_back(std::move(s));
+        }
+    };
 
     topic_state(bus_core& owner, std::uint64_t id_prefix)
         : topic_core(topic_name_v<T>, owner, id_prefix), subscribers_(std::make_shared<const list>()) {}
@@ -34,31 +47,30 @@ public:
     void add(std::shared_ptr<subscriber_type> joining) {
         std::lock_guard lock(mutex_);
         auto next = std::make_shared<list>(*subscribers_.load());
-        next->push_back(std::move(joining));
+        next->add(std::move(joining));
         subscribers_.store(std::move(next));
     }
 
     void remove(const subscriber_base& gone) override {
         std::lock_guard lock(mutex_);
-        auto current = subscribers_.load();
-        const auto found =
-            std::find_if(current->begin(), current->end(), [&](const auto& s) { return s.get() == &gone; });
-        if (found == current->end()) {
+        const auto current = subscribers_.load();
+        const auto& items = current->items;
+        if (std::none_of(items.begin(), items.end(), [&](const auto& s) { return s.get() == &gone; })) {
             return;
         }
         auto next = std::make_shared<list>();
-        next->reserve(current->size() - 1);
-        for (const auto& s : *current) {
+        next->items.reserve(items.size() - 1);
+        for (const auto& s : items) {
             if (s.get() != &gone) {
-                next->push_back(s);
+                next->add(s);
             }
         }
         subscribers_.store(std::move(next));
     }
 
     [[nodiscard]] std::vector<std::shared_ptr<subscriber_base>> subscribers() const override {
-        auto current = snapshot();
-        return {current->begin(), current->end()};
+        const auto current = snapshot();
+        return {current->items.begin(), current->items.end()};
     }
 
     /// Numbers default subscription names ("orders#3").
