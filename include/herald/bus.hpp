@@ -189,14 +189,15 @@ public:
 
         publish_result result;
         const auto subscribers = state.snapshot();
-        // Only async deliveries outlive this call, so only they are counted for drain();
-        // a topic with inline subscribers alone skips the shared counter.
-        const bool counted = subscribers->any_async;
-        const std::uint8_t slot = counted ? state.begin_flight() : 0;
+        const auto& list = *subscribers;
+        // Only async deliveries outlive this call, so only they are counted for drain().
+        // Without filters on async subscribers the count is known up front: one update of
+        // the shared counter. With them, hold one count while the filters run and add one
+        // per queued copy.
+        const std::int64_t reserved = !list.any_async ? 0 : (list.async_filtered ? 1 : list.async_count);
+        const std::uint8_t slot = reserved != 0 ? state.begin_flight(reserved) : 0;
         if (core_.stopped.load(std::memory_order_seq_cst)) {
-            if (counted) {
-                state.end_flight(slot);
-            }
+            state.end_flights(slot, reserved);
             core_.rejected.fetch_add(1, std::memory_order_relaxed);
             return result;
         }
@@ -208,21 +209,21 @@ public:
                     topic->end_flight(slot);
                 }
             }
-        } guard{counted ? &state : nullptr, slot};
+        } guard{list.async_filtered ? &state : nullptr, slot};
 
         const std::uint64_t sequence = state.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
         auto env = detail::envelope_access::make<event_type>(&state.where, std::forward<V>(value));
         const event_id id{state.where.id_prefix, sequence};
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time.
-        const auto time = subscribers->needs_time ? Traits::clock::now() : typename Traits::clock::time_point{};
+        const auto time = list.needs_time ? Traits::clock::now() : typename Traits::clock::time_point{};
         detail::envelope_access::stamp(env, id, sequence, time, options.correlation);
         detail::envelope_access::set_epoch(env, slot);
         result.status = publish_status::accepted;
         result.id = id;
         result.sequence = sequence;
 
-        const auto& items = subscribers->items;
+        const auto& items = list.items;
         const std::size_t count = items.size();
         for (std::size_t i = 0; i < count; ++i) {
             auto& subscriber = *items[i];
@@ -233,7 +234,9 @@ public:
                 subscriber.deliver_inline(env, result);
                 continue;
             }
-            state.add_flight(slot);
+            if (list.async_filtered) {
+                state.add_flight(slot);
+            }
             try {
                 if (i + 1 == count) {
                     subscriber.enqueue(std::move(env));
@@ -241,7 +244,8 @@ public:
                     subscriber.enqueue(env);
                 }
             } catch (...) {
-                state.end_flight(slot);
+                // Release what this copy, and the copies not queued yet, were counted as.
+                state.end_flights(slot, list.async_filtered ? 1 : list.async_count - result.queued);
                 throw;
             }
             ++result.queued;

@@ -132,19 +132,19 @@ public:
     /// Every current subscriber (a copy; cold path).
     [[nodiscard]] virtual std::vector<std::shared_ptr<subscriber_base>> subscribers() const = 0;
 
-    /// Registers one more delivery in the current drain epoch and returns the epoch slot.
-    /// The re-check makes a publish that raced with `drain()` land in the slot that
-    /// drain will look at, so drain never misses an event published before it.
-    std::uint8_t begin_flight() noexcept {
+    /// Registers `count` deliveries in the current drain epoch and returns the epoch
+    /// slot. The re-check makes a publish that raced with `drain()` land in the slot
+    /// that drain will look at, so drain never misses an event published before it.
+    std::uint8_t begin_flight(std::int64_t count = 1) noexcept {
         std::uint64_t seen = bus->epoch.load(std::memory_order_seq_cst);
         for (;;) {
             const auto slot = static_cast<std::uint8_t>(seen & 1U);
-            in_flight[slot].fetch_add(1, std::memory_order_seq_cst);
+            in_flight[slot].fetch_add(count, std::memory_order_seq_cst);
             const std::uint64_t now = bus->epoch.load(std::memory_order_seq_cst);
             if (now == seen) {
                 return slot;
             }
-            end_flight(slot);
+            end_flights(slot, count);
             seen = now;
         }
     }

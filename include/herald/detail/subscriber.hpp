@@ -104,29 +104,38 @@ protected:
         if (!enter()) {
             return outcome::skipped;
         }
-        outcome result = outcome::handled;
-        {
-            std::optional<tracking_guard> pins;
-            if (!track_.is_empty()) {
-                pins.emplace(track_.slot());
-                if (pins->is_expired()) {
-                    leave();
-                    expire();
-                    return outcome::skipped;
-                }
-            }
-            frame_scope frame(this, bus_);
-            try {
-                call();
-                stats_->delivered.fetch_add(1, std::memory_order_relaxed);
-            } catch (...) {
-                stats_->failed.fetch_add(1, std::memory_order_relaxed);
-                report(meta, std::current_exception());
-                result = outcome::failed;
-            }
-        }
+        const outcome result = call_entered(meta, call, false);
         leave();
         return result;
+    }
+
+    /// Runs `call` for a caller that already holds the gate. `sole_caller` says no other
+    /// thread can be counting for this subscriber now (a serial strand), so the delivery
+    /// counter can be bumped without a locked instruction.
+    template <class Call>
+    outcome call_entered(const envelope_meta& meta, Call& call, bool sole_caller) noexcept {
+        std::optional<tracking_guard> pins;
+        if (!track_.is_empty()) {
+            pins.emplace(track_.slot());
+            if (pins->is_expired()) {
+                expire();
+                return outcome::skipped;
+            }
+        }
+        frame_scope frame(this, bus_);
+        try {
+            call();
+        } catch (...) {
+            stats_->failed.fetch_add(1, std::memory_order_relaxed);
+            report(meta, std::current_exception());
+            return outcome::failed;
+        }
+        if (sole_caller) {
+            stats_->delivered.store(stats_->delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+            stats_->delivered.fetch_add(1, std::memory_order_relaxed);
+        }
+        return outcome::handled;
     }
 
     void report(const envelope_meta& meta, std::exception_ptr error) noexcept {
@@ -134,6 +143,21 @@ protected:
     }
 
     void count_discarded() noexcept { stats_->discarded.fetch_add(1, std::memory_order_relaxed); }
+
+    /// Registers a caller with the gate; false (and nothing to undo) once closed.
+    bool enter() noexcept {
+        if ((gate_.fetch_add(1, std::memory_order_acq_rel) & closed_bit) != 0) {
+            leave();
+            return false;
+        }
+        return true;
+    }
+
+    void leave() noexcept {
+        if ((gate_.fetch_sub(1, std::memory_order_acq_rel) & closed_bit) != 0) {
+            gate_.notify_all();
+        }
+    }
 
     /// Posts this subscriber to its executor.
     void schedule() { exec_->post(shared_from_this()); }
@@ -150,20 +174,6 @@ protected:
 private:
     static constexpr std::uint32_t closed_bit = 1U << 31U;
     static constexpr std::uint32_t count_mask = closed_bit - 1U;
-
-    bool enter() noexcept {
-        if ((gate_.fetch_add(1, std::memory_order_acq_rel) & closed_bit) != 0) {
-            leave();
-            return false;
-        }
-        return true;
-    }
-
-    void leave() noexcept {
-        if ((gate_.fetch_sub(1, std::memory_order_acq_rel) & closed_bit) != 0) {
-            gate_.notify_all();
-        }
-    }
 
     void wait_idle() const noexcept {
         const std::uint32_t own = frames_of(this);
@@ -256,14 +266,20 @@ public:
             }
             return;
         }
-        // The in-flight counters are shared with publishers: settle them once per batch,
-        // not once per event, to keep their cache line from bouncing.
+        // A serial subscriber passes its gate once per batch, and settles the in-flight
+        // counters (shared with publishers) once per batch, not once per event. Once the
+        // gate closes, the rest of the batch is discarded: the closed bit is re-read
+        // before every call.
+        const bool open = enter();
         std::int64_t ended[2] = {0, 0};
         std::int64_t done = 0;
         while (done < static_cast<std::int64_t>(Traits::batch_size) && queue_->try_dequeue(item)) {
-            ++ended[process(*item)];
+            ++ended[process_serial(*item, open)];
             item.reset();
             ++done;
+        }
+        if (open) {
+            leave();
         }
         topic_->end_flights(0, ended[0]);
         topic_->end_flights(1, ended[1]);
@@ -275,6 +291,9 @@ public:
     /// True when the handler or the filter reads the envelope's metadata.
     const bool needs_envelope;
 
+    /// True when a filter was given.
+    [[nodiscard]] bool has_filter() const noexcept { return !filter_.is_empty(); }
+
 protected:
     /// Calls the user's handler; `owned` says the envelope may be moved from.
     virtual void invoke(envelope<Event>& env, bool owned) = 0;
@@ -282,6 +301,21 @@ protected:
 private:
     static envelope_meta meta_of(const envelope<Event>& env) noexcept {
         return {env.id(), env.sequence(), env.attempt()};
+    }
+
+    /// `process` for a serial strand that holds the gate (if `open`) for the whole batch.
+    std::uint8_t process_serial(envelope<Event>& env, bool open) noexcept {
+        if (bus_->discarding.load(std::memory_order_acquire)) {
+            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+        } else if (!open || is_closed()) {
+            count_discarded();
+        } else {
+            auto call = [&] { invoke(env, true); };
+            if (call_entered(meta_of(env), call, true) == outcome::skipped) {
+                count_discarded();
+            }
+        }
+        return envelope_access::epoch(env);
     }
 
     /// Handles (or drops) one queued event; returns the drain epoch slot it counted in.

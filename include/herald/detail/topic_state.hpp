@@ -28,11 +28,20 @@ public:
         std::vector<std::shared_ptr<subscriber_type>> items;
         /// Some subscriber is async: the publish must be counted for drain().
         bool any_async = false;
+        /// How many subscribers are async.
+        std::uint32_t async_count = 0;
+        /// Some async subscriber has a filter, so the count of queued copies is known
+        /// only after the filters ran.
+        bool async_filtered = false;
         /// Some handler or filter reads the envelope: the publish must read the clock.
         bool needs_time = false;
 
         void add(std::shared_ptr<subscriber_type> s) {
-            any_async = any_async || s->mode == delivery::async;
+            if (s->mode == delivery::async) {
+                any_async = true;
+                ++async_count;
+                async_filtered = async_filtered || s->has_filter();
+            }
             needs_time = needs_time || s->needs_envelope;
             items.push_back(std::move(s));
         }
