@@ -213,6 +213,11 @@ public:
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
             queue_.emplace(Traits::initial_queue_capacity);
+            if (order_ == ordering::serial) {
+                // A strand has one consumer at a time, so it may keep moodycamel's
+                // consumer token; without it every dequeue re-scans the producers.
+                consumer_.emplace(*queue_);
+            }
         }
     }
 
@@ -273,7 +278,7 @@ public:
         const bool open = enter();
         std::int64_t ended[2] = {0, 0};
         std::int64_t done = 0;
-        while (done < static_cast<std::int64_t>(Traits::batch_size) && queue_->try_dequeue(item)) {
+        while (done < static_cast<std::int64_t>(Traits::batch_size) && queue_->try_dequeue(*consumer_, item)) {
             ++ended[process_serial(*item, open)];
             item.reset();
             ++done;
@@ -339,6 +344,7 @@ private:
 
     herald::filter<Event> filter_;
     std::optional<moodycamel::ConcurrentQueue<envelope<Event>>> queue_;
+    std::optional<moodycamel::ConsumerToken> consumer_;
 };
 
 /// Adapts a user's handler to the envelope the bus delivers.
