@@ -1,7 +1,9 @@
 // The bus: publish events to typed topics, subscribe handlers, drain and shut down.
 #pragma once
 
+#include <herald/clock.hpp>
 #include <herald/config.hpp>
+#include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/detail/topic_state.hpp>
@@ -9,6 +11,7 @@
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
 #include <herald/executor.hpp>
+#include <herald/outcome.hpp>
 #include <herald/publish_result.hpp>
 #include <herald/subscribe_options.hpp>
 #include <herald/subscription.hpp>
@@ -22,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -56,12 +60,19 @@ struct bus_options {
     std::shared_ptr<herald::executor> default_executor{};
     /// Receives handler failures; empty means one line on stderr per failure.
     error_handler on_error{};
+    /// Time for retry backoff, priority aging and expiry. Empty: `steady_clock`. Pass a
+    /// `herald::manual_clock` to drive that time from a test.
+    std::shared_ptr<clock_source> clock{};
+    /// Dead letters each topic keeps when its dead-letter topic has no subscriber; when
+    /// full the oldest is evicted (counted in `bus_stats::dead_letters_evicted`).
+    std::size_t dead_letter_capacity = 1000;
 };
 
-/// Per-publish settings.
-struct publish_options {
-    /// Id of the event that caused this one (CloudEvents extension `correlationid`).
-    event_id correlation{};
+/// Settings for `basic_bus::republish`.
+struct republish_options {
+    /// Give the event a fresh id instead of keeping the dead letter's (an idempotent
+    /// consumer then treats it as a new event).
+    bool fresh_id = false;
 };
 
 /// Totals over the bus's life; each field is read atomically, the set is not a snapshot.
@@ -73,6 +84,11 @@ struct bus_stats {
     std::uint64_t discarded = 0;              ///< queued deliveries dropped because the subscriber left
     std::uint64_t dropped = 0;                ///< queued deliveries dropped by `shutdown(discard)`
     std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
+    std::uint64_t retried = 0;                ///< retries scheduled (at-least-once topics)
+    std::uint64_t dead_lettered = 0;          ///< deliveries that ended as dead letters
+    std::uint64_t expired = 0;                ///< queued deliveries whose time-to-live ran out
+    std::uint64_t dead_letters_stored = 0;    ///< dead letters now in the stores (nobody subscribed)
+    std::uint64_t dead_letters_evicted = 0;   ///< dead letters a full store dropped (oldest first)
     std::size_t topics = 0;                   ///< topics used so far
     std::size_t subscribers = 0;              ///< current subscriptions
 };
@@ -86,14 +102,17 @@ concept handler_for = std::invocable<Handler&, const envelope<Event>&> ||
                       std::invocable<Handler&, Event&&>;
 // clang-format on
 
+template <class R>
+inline constexpr bool is_handler_result = std::is_void_v<R> || std::is_same_v<R, outcome>;
+
 template <class Handler, class Event>
-constexpr bool handler_returns_void() {
+constexpr bool handler_result_ok() {
     if constexpr (std::invocable<Handler&, const envelope<Event>&>) {
-        return std::is_void_v<std::invoke_result_t<Handler&, const envelope<Event>&>>;
+        return is_handler_result<std::invoke_result_t<Handler&, const envelope<Event>&>>;
     } else if constexpr (std::invocable<Handler&, const Event&>) {
-        return std::is_void_v<std::invoke_result_t<Handler&, const Event&>>;
+        return is_handler_result<std::invoke_result_t<Handler&, const Event&>>;
     } else if constexpr (std::invocable<Handler&, Event&&>) {
-        return std::is_void_v<std::invoke_result_t<Handler&, Event&&>>;
+        return is_handler_result<std::invoke_result_t<Handler&, Event&&>>;
     } else {
         return true; // reported by the "cannot be called" assertion instead
     }
@@ -115,8 +134,8 @@ struct check_handler {
                   "herald: subscribe<Topic>(handler): the handler cannot be called with the topic's event; it must "
                   "accept `const Event&`, `Event` or `const herald::envelope<Event>&` "
                   "(see 'check_handler<Topic, Event, Handler>' above)");
-    static_assert(handler_returns_void<Handler, Event>(),
-                  "herald: subscribe<Topic>(handler): a fire-and-forget handler must return void "
+    static_assert(handler_result_ok<Handler, Event>(),
+                  "herald: subscribe<Topic>(handler): a handler must return void or herald::outcome "
                   "(see 'check_handler<Topic, Event, Handler>' above)");
     static constexpr bool value = true;
 };
@@ -149,7 +168,8 @@ public:
 
     /// Creates the bus and starts its default pool.
     explicit basic_bus(bus_options options = {})
-        : core_(std::move(options.source), std::move(options.on_error)),
+        : core_(std::move(options.source), std::move(options.on_error), std::move(options.clock),
+                options.dead_letter_capacity),
           nonce_(
               detail::mix64(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
                             static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()))) {
@@ -179,78 +199,42 @@ public:
     /// Inline subscribers run before this returns, on this thread; async subscribers get
     /// their own copy queued. Never blocks on other publishers or on handlers (except the
     /// inline ones it runs). After shutdown the event is rejected: the result says
-    /// `publish_status::stopped` and nobody sees it. Throws only `std::bad_alloc`.
+    /// `publish_status::stopped` and nobody sees it. Throws `usage_error` for a priority
+    /// the topic does not have, otherwise only `std::bad_alloc`.
     /// Cost: O(number of subscribers of T); independent of the number of topics.
     template <topic_type T, class V = typename T::event_type>
     publish_result publish(V&& value, publish_options options = {}) {
-        using event_type = typename T::event_type;
-        static_assert(detail::check_publish<T, event_type, V>::value);
-        auto& state = topic_of<T>();
+        static_assert(detail::check_publish<T, typename T::event_type, V>::value);
+        return topic_of<T>().publish(std::forward<V>(value), options);
+    }
 
-        publish_result result;
-        const auto subscribers = state.snapshot();
-        const auto& list = *subscribers;
-        // Only async deliveries outlive this call, so only they are counted for drain().
-        // Without filters on async subscribers the count is known up front: one update of
-        // the shared counter. With them, hold one count while the filters run and add one
-        // per queued copy.
-        const std::int64_t reserved = !list.any_async ? 0 : (list.async_filtered ? 1 : list.async_count);
-        const std::uint8_t slot = reserved != 0 ? state.begin_flight(reserved) : 0;
-        if (core_.stopped.load(std::memory_order_seq_cst)) {
-            state.end_flights(slot, reserved);
-            core_.rejected.fetch_add(1, std::memory_order_relaxed);
-            return result;
-        }
-        struct flight_guard {
-            detail::topic_core* topic;
-            std::uint8_t slot;
-            ~flight_guard() {
-                if (topic != nullptr) {
-                    topic->end_flight(slot);
-                }
-            }
-        } guard{list.async_filtered ? &state : nullptr, slot};
+    /// Publishes a dead letter's event again on `T`, as a new delivery (attempt 1, a new
+    /// sequence number), keeping its id and correlation id unless `fresh_id` is set.
+    template <topic_type T>
+    publish_result republish(const dead_letter<typename T::event_type>& letter, republish_options options = {}) {
+        publish_options again;
+        again.correlation = letter.original.correlation_id();
+        again.id = options.fresh_id ? event_id{} : letter.original.id();
+        again.priority = letter.original.priority();
+        return topic_of<T>().publish(letter.original.event(), again);
+    }
 
-        const std::uint64_t sequence = state.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-        auto env = detail::envelope_access::make<event_type>(&state.where, std::forward<V>(value));
-        const event_id id{state.where.id_prefix, sequence};
-        // Reading the clock costs as much as the rest of an inline publish; skip it when
-        // no handler or filter can see the time.
-        const auto time = list.needs_time ? Traits::clock::now() : typename Traits::clock::time_point{};
-        detail::envelope_access::stamp(env, id, sequence, time, options.correlation);
-        detail::envelope_access::set_epoch(env, slot);
-        result.status = publish_status::accepted;
-        result.id = id;
-        result.sequence = sequence;
+    /// The dead letters of `T` kept because its dead-letter topic had no subscriber,
+    /// oldest first (a copy; the store keeps them). Thread-safe.
+    template <topic_type T>
+    [[nodiscard]] std::vector<dead_letter<typename T::event_type>> dead_letters() {
+        static_assert(detail::topic_state<T, Traits>::has_dead_letters,
+                      "herald: dead_letters<Topic>(): this topic's policy never dead-letters (use at_least_once, or "
+                      "priority with expire_after<..., on_expiry::dead_letter>)");
+        return topic_of<T>().stored_dead_letters();
+    }
 
-        const auto& items = list.items;
-        const std::size_t count = items.size();
-        for (std::size_t i = 0; i < count; ++i) {
-            auto& subscriber = *items[i];
-            if (!subscriber.accepts(env)) {
-                continue;
-            }
-            if (subscriber.mode == delivery::immediate) {
-                subscriber.deliver_inline(env, result);
-                continue;
-            }
-            if (list.async_filtered) {
-                state.add_flight(slot);
-            }
-            try {
-                if (i + 1 == count) {
-                    subscriber.enqueue(std::move(env));
-                } else {
-                    subscriber.enqueue(env);
-                }
-            } catch (...) {
-                // Release what this copy, and the copies not queued yet, were counted as.
-                state.end_flights(slot, list.async_filtered ? 1 : list.async_count - result.queued);
-                throw;
-            }
-            ++result.queued;
-        }
-        return result;
+    /// Empties the dead-letter store of `T` and returns what it held, oldest first.
+    template <topic_type T>
+    [[nodiscard]] std::vector<dead_letter<typename T::event_type>> take_dead_letters() {
+        static_assert(detail::topic_state<T, Traits>::has_dead_letters,
+                      "herald: take_dead_letters<Topic>(): this topic's policy never dead-letters");
+        return topic_of<T>().take_dead_letters();
     }
 
     /// Subscribes `handler` to topic `T` and returns the handle that owns the
@@ -264,8 +248,13 @@ public:
     subscription subscribe(H&& handler, subscribe_options<typename T::event_type> options = {}) {
         using event_type = typename T::event_type;
         static_assert(detail::check_handler<T, event_type, std::decay_t<H>>::value);
-        using subscriber_type = detail::subscriber_impl<event_type, Traits, std::decay_t<H>>;
+        using subscriber_type = detail::subscriber_impl<T, Traits, std::decay_t<H>>;
 
+        if (detail::topic_state<T, Traits>::prioritised && options.mode == delivery::async &&
+            options.order == ordering::concurrent) {
+            throw usage_error("herald: subscribe to priority topic '" + std::string(topic_name_v<T>) +
+                              "' with ordering::concurrent; priority subscribers are serial");
+        }
         auto& state = topic_of<T>();
         if (core_.stopped.load(std::memory_order_acquire)) {
             return subscription{};
@@ -278,8 +267,9 @@ public:
         if (options.mode == delivery::async) {
             runs_on = options.pool ? adopt(std::move(options.pool)) : default_executor_.get();
         }
-        auto subscriber = std::make_shared<subscriber_type>(std::forward<H>(handler), std::move(options),
-                                                            std::move(name), runs_on, state.shared_from_this());
+        auto subscriber =
+            std::make_shared<subscriber_type>(std::forward<H>(handler), std::move(options), std::move(name), runs_on,
+                                              default_executor_.get(), state.shared_from_this());
         state.add(subscriber);
         if (core_.stopped.load(std::memory_order_seq_cst)) {
             subscriber->unsubscribe();
@@ -307,9 +297,7 @@ public:
         std::lock_guard lock(drain_mutex_);
         const auto old = static_cast<std::uint8_t>(core_.epoch.fetch_add(1, std::memory_order_seq_cst) & 1U);
         core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
-        for (const auto& topic : topics()) {
-            topic->wait_flight(old);
-        }
+        wait_quiet({old});
         core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
     }
 
@@ -334,12 +322,12 @@ public:
         }
         core_.stopped.store(true, std::memory_order_seq_cst);
         core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
-        const auto all_topics = topics();
-        for (const auto& topic : all_topics) {
-            topic->wait_flight(0);
-            topic->wait_flight(1);
-        }
+        // Retries still waiting for their backoff become dead letters (drain) or are
+        // dropped (discard); failures from now on are not retried either.
+        core_.timers.close();
+        wait_quiet({0, 1});
         core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        const auto all_topics = topics();
         std::vector<std::shared_ptr<executor>> to_stop;
         {
             std::lock_guard registry(registry_mutex_);
@@ -371,23 +359,28 @@ public:
     [[nodiscard]] bus_stats stats() const {
         bus_stats out;
         out.rejected = core_.rejected.load(std::memory_order_relaxed);
+        detail::subscriber_counters sum;
         out.dropped = core_.dropped.load(std::memory_order_relaxed);
         out.error_handler_failures = core_.error_handler_failures.load(std::memory_order_relaxed);
         const auto all = topics();
         out.topics = all.size();
         for (const auto& topic : all) {
             out.published += topic->sequence.load(std::memory_order_relaxed);
-            out.delivered += topic->retired_delivered.load(std::memory_order_relaxed);
-            out.failed += topic->retired_failed.load(std::memory_order_relaxed);
-            out.discarded += topic->retired_discarded.load(std::memory_order_relaxed);
+            sum += topic->retired();
             for (const auto& subscriber : topic->subscribers()) {
-                const auto c = subscriber->counters();
-                out.delivered += c.delivered;
-                out.failed += c.failed;
-                out.discarded += c.discarded;
+                sum += subscriber->counters();
                 out.subscribers += subscriber->is_closed() ? 0U : 1U;
             }
+            const auto kept = topic->dead_letters_kept();
+            out.dead_letters_stored += kept.stored;
+            out.dead_letters_evicted += kept.evicted;
         }
+        out.delivered = sum.delivered;
+        out.failed = sum.failed;
+        out.discarded = sum.discarded;
+        out.retried = sum.retried;
+        out.dead_lettered = sum.dead_lettered;
+        out.expired = sum.expired;
         return out;
     }
 
@@ -403,6 +396,11 @@ private:
     template <class T>
     detail::topic_state<T, Traits>& register_topic() {
         std::lock_guard lock(registry_mutex_);
+        return register_locked<T>();
+    }
+
+    template <class T>
+    detail::topic_state<T, Traits>& register_locked() {
         if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
             return static_cast<detail::topic_state<T, Traits>&>(*found);
         }
@@ -415,10 +413,31 @@ private:
         std::uint64_t prefix = detail::mix64(nonce_ ^ topic_id_v<T>);
         prefix = prefix == 0 ? 1 : prefix; // the nil id stays reserved
         auto state = std::make_shared<detail::topic_state<T, Traits>>(core_, prefix);
+        if constexpr (detail::topic_state<T, Traits>::has_dead_letters) {
+            // Before this topic is visible: its first failure may need the link.
+            state->link_dead_letters(&register_locked<dead_letter_topic<T>>());
+        }
         topics_.push_back(state);
         names_.emplace(name, type);
         table_.insert(topic_id_v<T>, state.get());
         return *state;
+    }
+
+    /// Waits until no delivery counted in `slots` is outstanding on any topic. A delivery
+    /// may start another on a topic already passed (a dead letter), so the pass repeats
+    /// until one sees no such start.
+    void wait_quiet(std::initializer_list<std::uint8_t> slots) {
+        for (;;) {
+            const std::uint64_t spawned = core_.spawned.load(std::memory_order_seq_cst);
+            for (const auto& topic : topics()) {
+                for (const std::uint8_t slot : slots) {
+                    topic->wait_flight(slot);
+                }
+            }
+            if (core_.spawned.load(std::memory_order_seq_cst) == spawned) {
+                return;
+            }
+        }
     }
 
     std::vector<std::shared_ptr<detail::topic_core>> topics() const {

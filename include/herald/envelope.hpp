@@ -87,6 +87,8 @@ public:
     [[nodiscard]] event_id correlation_id() const noexcept { return correlation_; }
     /// Whether the publisher gave a correlation id.
     [[nodiscard]] bool has_correlation_id() const noexcept { return !correlation_.is_nil(); }
+    /// The priority level it was published with (always 0 on topics without priorities).
+    [[nodiscard]] std::uint8_t priority() const noexcept { return priority_; }
 
 private:
     friend struct detail::envelope_access;
@@ -102,6 +104,7 @@ private:
     time_point time_{};
     const detail::origin* origin_ = nullptr;
     std::uint32_t attempt_ = 1;
+    std::uint8_t priority_ = 0;
     // Which drain epoch the queued copy is counted in; internal bookkeeping.
     std::uint8_t epoch_ = 0;
 };
@@ -120,6 +123,14 @@ struct envelope_access {
         env.sequence_ = sequence;
         env.time_ = time;
         env.correlation_ = correlation;
+    }
+    template <class Event>
+    static void set_attempt(envelope<Event>& env, std::uint32_t attempt) noexcept {
+        env.attempt_ = attempt;
+    }
+    template <class Event>
+    static void set_priority(envelope<Event>& env, std::uint8_t level) noexcept {
+        env.priority_ = level;
     }
     template <class Event>
     static void set_epoch(envelope<Event>& env, std::uint8_t epoch) noexcept {

@@ -12,21 +12,22 @@
 
 namespace herald {
 
-/// A handler (or filter) that threw. Passed to the bus's error handler on the thread
-/// that ran the handler; the views are valid only during that call.
+/// A handler (or filter) that threw, or a handler that returned a failed `herald::outcome`. Passed to the bus's error
+/// handler on the thread that ran the handler; the views are valid only during that call.
 struct delivery_error {
     std::string_view topic{};      ///< topic name
     std::string_view subscriber{}; ///< the subscription's name
     event_id id{};                 ///< the event's id
     std::uint64_t sequence = 0;    ///< the event's sequence number on its topic
     std::uint32_t attempt = 1;     ///< which delivery attempt failed
-    std::exception_ptr error{};    ///< what the handler threw
+    std::exception_ptr error{};    ///< what the handler threw (null if it returned a failure)
+    std::string_view reason{};     ///< the reason of a failure the handler returned (`herald::nack`...)
 
-    /// The exception's `what()`, or a placeholder for exceptions not derived from
-    /// `std::exception`.
+    /// The exception's `what()`, the returned failure's reason, or a placeholder for
+    /// exceptions not derived from `std::exception`.
     [[nodiscard]] std::string message() const {
         if (!error) {
-            return "no exception";
+            return reason.empty() ? std::string("no exception") : std::string(reason);
         }
         try {
             std::rethrow_exception(error);

@@ -1,6 +1,7 @@
 // Forward declarations of herald's public types, for headers that only name them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace herald {
@@ -27,12 +28,22 @@ enum class delivery : std::uint8_t;
 enum class ordering : std::uint8_t;
 enum class shutdown_mode : std::uint8_t;
 struct bus_options;
-struct publish_options;
 struct bus_stats;
 struct delivery_error;
 class usage_error;
 class executor;
 class thread_pool;
 struct fire_and_forget;
+template <class Attempts, class Backoff>
+struct at_least_once;
+template <std::size_t Levels, class... Options>
+struct priority;
+template <class Event>
+struct dead_letter;
+class outcome;
+class clock_source;
+class manual_clock;
+struct publish_options;
+struct republish_options;
 
 } // namespace herald

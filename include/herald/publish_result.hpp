@@ -25,15 +25,30 @@ enum class publish_status : std::uint8_t {
     return "unknown";
 }
 
+/// Per-publish settings; every field has a default, so pass only what you need:
+/// `bus.publish<alerts>(a, {.priority = 2})`.
+struct publish_options {
+    /// Id of the event that caused this one (CloudEvents extension `correlationid`).
+    event_id correlation{};
+    /// Keep this id instead of assigning a fresh one (nil: assign). For re-publishing an
+    /// event that already has an id, so idempotent consumers recognise it.
+    event_id id{};
+    /// Priority level on a `herald::priority<Levels>` topic: 0 (lowest, the default) to
+    /// `Levels - 1`. Anything else, or a non-zero level on another topic, makes `publish`
+    /// throw `herald::usage_error`.
+    std::uint8_t priority = 0;
+};
+
 /// What `publish` did. Cheap to return; nothing is thrown on the publish path. Converts
 /// to `true` when the event was accepted.
 struct [[nodiscard]] publish_result {
     publish_status status = publish_status::stopped;
-    event_id id{};                    ///< the event's id (nil when rejected)
-    std::uint64_t sequence = 0;       ///< the event's sequence on its topic (0 when rejected)
-    std::uint32_t queued = 0;         ///< async subscribers it was queued for
-    std::uint32_t handled_inline = 0; ///< inline handlers that ran and returned normally
-    std::uint32_t failed_inline = 0;  ///< inline handlers that threw (reported, counted)
+    event_id id{};                     ///< the event's id (nil when rejected)
+    std::uint64_t sequence = 0;        ///< the event's sequence on its topic (0 when rejected)
+    std::uint32_t queued = 0;          ///< async subscribers it was queued for
+    std::uint32_t handled_inline = 0;  ///< inline handlers that ran and returned normally
+    std::uint32_t failed_inline = 0;   ///< inline handlers that failed (reported, counted)
+    std::uint32_t retrying_inline = 0; ///< of those, how many will be retried (at-least-once topics)
 
     /// True when the bus accepted the event.
     [[nodiscard]] constexpr bool accepted() const noexcept { return status == publish_status::accepted; }

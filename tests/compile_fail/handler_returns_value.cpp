@@ -1,4 +1,4 @@
-// expect: a fire-and-forget handler must return void
+// expect: must return void or herald::outcome
 // A fire-and-forget handler's return value would be ignored silently, so it is refused.
 #include <herald/herald.hpp>
 

@@ -1,10 +1,13 @@
 // State shared by a bus, its topics and its subscribers: counters, drain epochs, errors.
 #pragma once
 
+#include <herald/clock.hpp>
+#include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -19,8 +22,13 @@ namespace herald::detail {
 /// The part of a bus that subscribers and topics reach during delivery. It lives as long
 /// as the bus, and no worker runs after the bus has stopped its executors.
 struct bus_core {
-    explicit bus_core(std::string source_name, error_handler handler)
-        : source(std::move(source_name)), on_error(std::make_shared<const error_handler>(std::move(handler))) {}
+    bus_core(std::string source_name, error_handler handler, std::shared_ptr<clock_source> time,
+             std::size_t dead_letters_kept)
+        : source(std::move(source_name)),
+          clock(time ? std::move(time) : std::make_shared<steady_clock_source>()),
+          timers(clock),
+          dead_letter_capacity(dead_letters_kept),
+          on_error(std::make_shared<const error_handler>(std::move(handler))) {}
 
     /// Sends a failure to the error handler; never throws. The handler is copied out of
     /// the lock before it runs, so it may replace itself.
@@ -58,11 +66,20 @@ struct bus_core {
     }
 
     const std::string source;
+    /// Time for timers, priority aging and expiry.
+    const std::shared_ptr<clock_source> clock;
+    /// Retries waiting for their backoff.
+    timer_service timers;
+    /// How many dead letters each topic keeps when its dead-letter topic has no subscriber.
+    const std::size_t dead_letter_capacity;
     std::atomic<bool> stopped{false};
     std::atomic<bool> discarding{false};
     /// Drain epoch: publishes count their queued deliveries in slot `epoch & 1`.
     std::atomic<std::uint64_t> epoch{0};
     std::atomic<std::uint32_t> drain_waiters{0};
+    /// Deliveries begun on behalf of another (dead letters): drain() passes over the
+    /// topics again when this moved while it waited.
+    std::atomic<std::uint64_t> spawned{0};
     std::atomic<std::uint64_t> dropped{0};
     std::atomic<std::uint64_t> rejected{0};
     std::atomic<std::uint64_t> error_handler_failures{0};
@@ -118,6 +135,26 @@ inline bool inside_handler_of(const bus_core* bus) noexcept {
 
 class subscriber_base;
 
+/// Counters of one subscriber, readable while it runs.
+struct subscriber_counters {
+    std::uint64_t delivered = 0;
+    std::uint64_t failed = 0;
+    std::uint64_t discarded = 0;
+    std::uint64_t retried = 0;
+    std::uint64_t dead_lettered = 0;
+    std::uint64_t expired = 0;
+
+    subscriber_counters& operator+=(const subscriber_counters& more) noexcept {
+        delivered += more.delivered;
+        failed += more.failed;
+        discarded += more.discarded;
+        retried += more.retried;
+        dead_lettered += more.dead_lettered;
+        expired += more.expired;
+        return *this;
+    }
+};
+
 /// The untyped part of a topic: identity, sequence numbers, in-flight counters.
 class topic_core : public std::enable_shared_from_this<topic_core> {
 public:
@@ -131,6 +168,13 @@ public:
     virtual void remove(const subscriber_base& gone) = 0;
     /// Every current subscriber (a copy; cold path).
     [[nodiscard]] virtual std::vector<std::shared_ptr<subscriber_base>> subscribers() const = 0;
+
+    /// Dead letters kept in this topic's store, and dead letters the full store evicted.
+    struct dead_letter_counts {
+        std::uint64_t stored = 0;
+        std::uint64_t evicted = 0;
+    };
+    [[nodiscard]] virtual dead_letter_counts dead_letters_kept() const { return {}; }
 
     /// Registers `count` deliveries in the current drain epoch and returns the epoch
     /// slot. The re-check makes a publish that raced with `drain()` land in the slot
@@ -151,6 +195,25 @@ public:
 
     /// Counts one more delivery in an epoch slot the caller already holds.
     void add_flight(std::uint8_t slot) noexcept { in_flight[slot].fetch_add(1, std::memory_order_relaxed); }
+
+    /// Counts `count` deliveries begun on behalf of a delivery of another topic that holds
+    /// `slot` there (a dead letter); drain() notices through `bus_core::spawned`.
+    void add_spawned(std::uint8_t slot, std::int64_t count) noexcept {
+        bus->spawned.fetch_add(1, std::memory_order_seq_cst);
+        in_flight[slot].fetch_add(count, std::memory_order_seq_cst);
+    }
+
+    /// Folds in the counters of a subscriber that is gone.
+    void retire(const subscriber_counters& c) noexcept {
+        std::lock_guard lock(retired_mutex_);
+        retired_ += c;
+    }
+
+    /// The counters of subscribers that are gone.
+    [[nodiscard]] subscriber_counters retired() const noexcept {
+        std::lock_guard lock(retired_mutex_);
+        return retired_;
+    }
 
     /// One delivery of the slot is finished (handled, failed, discarded or dropped).
     void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1); }
@@ -175,10 +238,10 @@ public:
     const origin where;
     alignas(64) std::atomic<std::uint64_t> sequence{0};
     alignas(64) std::atomic<std::int64_t> in_flight[2]{};
-    // Counters of subscribers that are gone, folded in when they are destroyed.
-    std::atomic<std::uint64_t> retired_delivered{0};
-    std::atomic<std::uint64_t> retired_failed{0};
-    std::atomic<std::uint64_t> retired_discarded{0};
+
+private:
+    mutable std::mutex retired_mutex_;
+    subscriber_counters retired_;
 };
 
 } // namespace herald::detail

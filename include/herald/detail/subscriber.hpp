@@ -1,18 +1,26 @@
 // A subscriber: a handler, its filter, its queue, and the gate that makes unsubscribe safe.
 #pragma once
 
+#include <herald/clock.hpp>
 #include <herald/config.hpp>
+#include <herald/dead_letter.hpp>
 #include <herald/detail/concurrentqueue.hpp>
 #include <herald/detail/core.hpp>
+#include <herald/detail/timer_service.hpp>
 #include <herald/detail/tracking.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
 #include <herald/executor.hpp>
+#include <herald/outcome.hpp>
+#include <herald/policy/delivery_policy.hpp>
 #include <herald/publish_result.hpp>
 #include <herald/subscribe_options.hpp>
 
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,18 +29,14 @@
 
 namespace herald::detail {
 
+template <class T, class Traits>
+class topic_state;
+
 /// The metadata of an envelope that an error report needs, independent of the event type.
 struct envelope_meta {
     event_id id;
     std::uint64_t sequence = 0;
     std::uint32_t attempt = 1;
-};
-
-/// Counters of one subscriber, readable while it runs.
-struct subscriber_counters {
-    std::uint64_t delivered = 0;
-    std::uint64_t failed = 0;
-    std::uint64_t discarded = 0;
 };
 
 /// A subscriber's live counters, in their own block so the subscription handle can read
@@ -41,10 +45,27 @@ struct counter_block {
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> discarded{0};
+    std::atomic<std::uint64_t> retried{0};
+    std::atomic<std::uint64_t> dead_lettered{0};
+    std::atomic<std::uint64_t> expired{0};
 
     [[nodiscard]] subscriber_counters read() const noexcept {
-        return {delivered.load(std::memory_order_relaxed), failed.load(std::memory_order_relaxed),
-                discarded.load(std::memory_order_relaxed)};
+        return {delivered.load(std::memory_order_relaxed),     failed.load(std::memory_order_relaxed),
+                discarded.load(std::memory_order_relaxed),     retried.load(std::memory_order_relaxed),
+                dead_lettered.load(std::memory_order_relaxed), expired.load(std::memory_order_relaxed)};
+    }
+};
+
+/// Why one handler call did not succeed: what it threw, or the outcome it returned.
+struct call_failure {
+    std::exception_ptr error;
+    std::optional<outcome> told;
+
+    [[nodiscard]] std::string message() const {
+        if (told) {
+            return told->reason();
+        }
+        return delivery_error{{}, {}, {}, 0, 1, error, {}}.message();
     }
 };
 
@@ -64,10 +85,7 @@ public:
 
     ~subscriber_base() override {
         if (auto t = topic_weak_.lock()) {
-            const auto c = stats_->read();
-            t->retired_delivered.fetch_add(c.delivered, std::memory_order_relaxed);
-            t->retired_failed.fetch_add(c.failed, std::memory_order_relaxed);
-            t->retired_discarded.fetch_add(c.discarded, std::memory_order_relaxed);
+            t->retire(stats_->read());
         }
     }
 
@@ -96,53 +114,67 @@ public:
     const delivery mode;
 
 protected:
-    enum class outcome { handled, failed, skipped };
+    enum class outcome_kind { handled, failed, skipped };
 
     /// Runs `call` inside the gate, with tracked objects locked and failures reported.
     template <class Call>
-    outcome guarded(const envelope_meta& meta, Call&& call) noexcept {
+    outcome_kind guarded(const envelope_meta& meta, Call& call, call_failure& why) noexcept {
         if (!enter()) {
-            return outcome::skipped;
+            return outcome_kind::skipped;
         }
-        const outcome result = call_entered(meta, call, false);
+        const outcome_kind result = call_entered(meta, call, false, why);
         leave();
         return result;
     }
 
-    /// Runs `call` for a caller that already holds the gate. `sole_caller` says no other
-    /// thread can be counting for this subscriber now (a serial strand), so the delivery
-    /// counter can be bumped without a locked instruction.
+    /// Runs `call` (which returns true for success, or false after storing the handler's
+    /// non-ack outcome in its argument) for a caller that already holds the gate.
+    /// `sole_caller` says no other thread can be counting for this subscriber now (a
+    /// serial strand), so the delivery counter can be bumped without a locked instruction.
     template <class Call>
-    outcome call_entered(const envelope_meta& meta, Call& call, bool sole_caller) noexcept {
+    outcome_kind call_entered(const envelope_meta& meta, Call& call, bool sole_caller, call_failure& why) noexcept {
         std::optional<tracking_guard> pins;
         if (!track_.is_empty()) {
             pins.emplace(track_.slot());
             if (pins->is_expired()) {
                 expire();
-                return outcome::skipped;
+                return outcome_kind::skipped;
             }
         }
-        frame_scope frame(this, bus_);
-        try {
-            call();
-        } catch (...) {
+        bool acked = false;
+        {
+            frame_scope frame(this, bus_);
+            try {
+                acked = call(why.told);
+            } catch (...) {
+                why.error = std::current_exception();
+            }
+        }
+        if (!acked) {
             stats_->failed.fetch_add(1, std::memory_order_relaxed);
-            report(meta, std::current_exception());
-            return outcome::failed;
+            report(meta, why);
+            return outcome_kind::failed;
         }
         if (sole_caller) {
             stats_->delivered.store(stats_->delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         } else {
             stats_->delivered.fetch_add(1, std::memory_order_relaxed);
         }
-        return outcome::handled;
+        return outcome_kind::handled;
     }
 
-    void report(const envelope_meta& meta, std::exception_ptr error) noexcept {
-        bus_->report(delivery_error{topic_->where.topic, name, meta.id, meta.sequence, meta.attempt, std::move(error)});
+    void report(const envelope_meta& meta, const call_failure& why) noexcept {
+        std::string_view reason;
+        if (why.told) {
+            reason = why.told->reason();
+        }
+        bus_->report(
+            delivery_error{topic_->where.topic, name, meta.id, meta.sequence, meta.attempt, why.error, reason});
     }
 
     void count_discarded() noexcept { stats_->discarded.fetch_add(1, std::memory_order_relaxed); }
+
+    counter_block& stats() noexcept { return *stats_; }
 
     /// Registers a caller with the gate; false (and nothing to undo) once closed.
     bool enter() noexcept {
@@ -201,60 +233,99 @@ private:
     const std::shared_ptr<counter_block> stats_ = std::make_shared<counter_block>();
 };
 
-/// A subscriber of topics carrying `Event`.
-template <class Event, class Traits>
+/// A subscriber of topic `T`. The topic's delivery policy decides what a failure leads to
+/// (a report, or a retry and eventually a dead letter) and how the queue is organised
+/// (one FIFO lane, or one lane per priority level).
+template <class T, class Traits>
 class subscriber : public subscriber_base {
 public:
-    subscriber(subscribe_options<Event>&& options, std::string resolved_name, executor* runs_on,
-               const std::shared_ptr<topic_core>& on_topic, bool handler_takes_envelope)
-        : subscriber_base(std::move(resolved_name), options.mode, options.order, std::move(options.track), runs_on,
-                          on_topic),
+    using event_type = typename T::event_type;
+    using policy = typename T::policy_type;
+    /// Failed deliveries are retried, then dead-lettered.
+    static constexpr bool retrying = retrying_policy<policy>;
+    /// Events wait in one lane per priority level.
+    static constexpr bool prioritised = prioritising_policy<policy>;
+    static constexpr std::size_t lanes = [] {
+        if constexpr (prioritised) {
+            return static_cast<std::size_t>(policy::levels);
+        } else {
+            return std::size_t{1};
+        }
+    }();
+
+    subscriber(subscribe_options<event_type>&& options, std::string resolved_name, executor* runs_on,
+               executor* retries_on, const std::shared_ptr<topic_core>& on_topic, bool handler_takes_envelope)
+        : subscriber_base(std::move(resolved_name), options.mode, options.order, std::move(options.track),
+                          options.mode == delivery::async ? runs_on : retries_on, on_topic),
           needs_envelope(handler_takes_envelope || options.filter.reads_envelope()),
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
-            queue_.emplace(Traits::initial_queue_capacity);
-            if (order_ == ordering::serial) {
-                // A strand has one consumer at a time, so it may keep moodycamel's
-                // consumer token; without it every dequeue re-scans the producers.
-                consumer_.emplace(*queue_);
+            for (std::size_t i = 0; i < lanes; ++i) {
+                queue_[i].emplace(Traits::initial_queue_capacity);
+                if (order_ == ordering::serial) {
+                    // A strand has one consumer at a time, so it may keep moodycamel's
+                    // consumer token; without it every dequeue re-scans the producers.
+                    consumer_[i].emplace(*queue_[i]);
+                }
             }
         }
     }
 
     /// Applies the filter on the publisher's thread. A throwing filter is reported as a
     /// failure of this subscriber and the event is not delivered to it.
-    [[nodiscard]] bool accepts(const envelope<Event>& env) noexcept {
+    [[nodiscard]] bool accepts(const envelope<event_type>& env) noexcept {
         if (filter_.is_empty()) {
             return true;
         }
         try {
             return filter_(env);
         } catch (...) {
-            report(meta_of(env), std::current_exception());
+            call_failure why{std::current_exception(), std::nullopt};
+            report(meta_of(env), why);
             return false;
         }
     }
 
     /// Inline delivery on the publisher's thread; the envelope is shared with other
-    /// subscribers, so by-value handlers get a copy.
-    void deliver_inline(envelope<Event>& env, publish_result& result) noexcept {
-        switch (guarded(meta_of(env), [&] { invoke(env, false); })) {
-        case outcome::handled:
+    /// subscribers, so by-value handlers get a copy. A failure on a retrying topic
+    /// schedules the retry (counted in the publish's drain slot) or dead-letters.
+    void deliver_inline(envelope<event_type>& env, publish_result& result) noexcept {
+        call_failure why;
+        auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
+        switch (guarded(meta_of(env), call, why)) {
+        case outcome_kind::handled:
             ++result.handled_inline;
             break;
-        case outcome::failed:
+        case outcome_kind::failed:
             ++result.failed_inline;
+            if constexpr (retrying) {
+                try {
+                    envelope<event_type> copy = env;
+                    if (!settle_failure(copy, why, true)) {
+                        ++result.retrying_inline;
+                    }
+                } catch (...) {
+                    // Copying the event failed (out of memory): it cannot be retried.
+                    count_discarded();
+                }
+            }
             break;
-        case outcome::skipped:
+        case outcome_kind::skipped:
             break;
         }
     }
 
-    /// Queues this subscriber's own copy; the caller has counted it in the drain epoch
-    /// stamped on the envelope.
+    /// Queues this subscriber's own copy at priority `level` (0 without priorities); the
+    /// caller has counted it in the drain epoch stamped on the envelope.
     template <class Env>
-    void enqueue(Env&& env) {
-        queue_->enqueue(std::forward<Env>(env));
+    void enqueue(Env&& env, std::size_t level, clock_source::time_point now) {
+        if constexpr (prioritised) {
+            queue_[level]->enqueue(lane_item{std::forward<Env>(env), now});
+        } else {
+            (void)level;
+            (void)now;
+            queue_[0]->enqueue(std::forward<Env>(env));
+        }
         if (order_ == ordering::concurrent || pending_.fetch_add(1, std::memory_order_acq_rel) == 0) {
             schedule();
         }
@@ -262,13 +333,8 @@ public:
 
     /// Executor entry point: handles a batch (serial) or one event (concurrent).
     void run() noexcept override {
-        std::optional<envelope<Event>> item;
         if (order_ == ordering::concurrent) {
-            if (queue_->try_dequeue(item)) {
-                topic_->end_flights(process(*item), 1);
-            } else {
-                reschedule();
-            }
+            run_one();
             return;
         }
         // A serial subscriber passes its gate once per batch, and settles the in-flight
@@ -278,10 +344,14 @@ public:
         const bool open = enter();
         std::int64_t ended[2] = {0, 0};
         std::int64_t done = 0;
-        while (done < static_cast<std::int64_t>(Traits::batch_size) && queue_->try_dequeue(*consumer_, item)) {
-            ++ended[process_serial(*item, open)];
-            item.reset();
+        std::optional<item_type> item;
+        while (done < static_cast<std::int64_t>(Traits::batch_size) && take(item)) {
             ++done;
+            const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
+            if (process(*item, open, true)) {
+                ++ended[slot];
+            }
+            item.reset();
         }
         if (open) {
             leave();
@@ -300,37 +370,296 @@ public:
     [[nodiscard]] bool has_filter() const noexcept { return !filter_.is_empty(); }
 
 protected:
-    /// Calls the user's handler; `owned` says the envelope may be moved from.
-    virtual void invoke(envelope<Event>& env, bool owned) = 0;
+    /// Calls the user's handler; `owned` says the envelope may be moved from. Returns
+    /// true on success; false after storing a non-ack outcome the handler returned.
+    virtual bool invoke(envelope<event_type>& env, bool owned, std::optional<outcome>& told) = 0;
 
 private:
-    static envelope_meta meta_of(const envelope<Event>& env) noexcept {
+    struct lane_item {
+        envelope<event_type> env;
+        clock_source::time_point enqueued;
+    };
+    using item_type = std::conditional_t<prioritised, lane_item, envelope<event_type>>;
+
+    static envelope<event_type>& envelope_of(envelope<event_type>& env) noexcept { return env; }
+    static envelope<event_type>& envelope_of(lane_item& item) noexcept { return item.env; }
+
+    static envelope_meta meta_of(const envelope<event_type>& env) noexcept {
         return {env.id(), env.sequence(), env.attempt()};
     }
 
-    /// `process` for a serial strand that holds the gate (if `open`) for the whole batch.
-    std::uint8_t process_serial(envelope<Event>& env, bool open) noexcept {
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
-        } else if (!open || is_closed()) {
-            count_discarded();
-        } else {
-            auto call = [&] { invoke(env, true); };
-            if (call_entered(meta_of(env), call, true) == outcome::skipped) {
-                count_discarded();
-            }
+    topic_state<T, Traits>& state() const noexcept { return static_cast<topic_state<T, Traits>&>(*topic_); }
+
+    /// Concurrent mode: one event per run, the gate passed per event.
+    void run_one() noexcept {
+        std::optional<item_type> item;
+        if (!queue_[0]->try_dequeue(item)) {
+            reschedule();
+            return;
         }
-        return envelope_access::epoch(env);
+        const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
+        if (process(*item, enter(), false)) {
+            topic_->end_flight(slot);
+        }
     }
 
-    /// Handles (or drops) one queued event; returns the drain epoch slot it counted in.
-    std::uint8_t process(envelope<Event>& env) noexcept {
+    /// Takes the next item for a serial strand: the only lane, or the lane the priority
+    /// policy picks among the heads of all lanes.
+    bool take(std::optional<item_type>& out) noexcept {
+        if constexpr (!prioritised) {
+            return queue_[0]->try_dequeue(*consumer_[0], out);
+        } else {
+            for (std::size_t i = 0; i < lanes; ++i) {
+                if (!heads_[i]) {
+                    queue_[i]->try_dequeue(*consumer_[i], heads_[i]);
+                }
+            }
+            std::size_t chosen = lanes;
+            if constexpr (policy::aging_ns > 0 || policy::ttl_ns > 0) {
+                const auto now = bus_->clock->now();
+                clock_source::time_point oldest = clock_source::time_point::max();
+                for (std::size_t i = 0; i < lanes; ++i) {
+                    if (!heads_[i]) {
+                        continue;
+                    }
+                    const auto waited = (now - heads_[i]->enqueued).count();
+                    // An expired head is taken first, so it leaves the queue at once; an
+                    // aged one before any higher level, oldest first.
+                    const bool due = (policy::ttl_ns > 0 && waited >= policy::ttl_ns) ||
+                                     (policy::aging_ns > 0 && waited >= policy::aging_ns);
+                    if (due && heads_[i]->enqueued < oldest) {
+                        oldest = heads_[i]->enqueued;
+                        chosen = i;
+                    }
+                }
+            }
+            if (chosen == lanes) {
+                for (std::size_t i = lanes; i-- > 0;) {
+                    if (heads_[i]) {
+                        chosen = i;
+                        break;
+                    }
+                }
+            }
+            if (chosen == lanes) {
+                return false;
+            }
+            out.emplace(std::move(*heads_[chosen]));
+            heads_[chosen].reset();
+            return true;
+        }
+    }
+
+    /// Handles (or drops) one queued item. `entered` says the caller holds the gate;
+    /// `strand` says the caller is the only thread running this subscriber, and that it
+    /// keeps the gate (otherwise the gate is left here). Returns true when the delivery
+    /// reached its final outcome, false when a retry now holds it.
+    bool process(item_type& item, bool entered, bool strand) noexcept {
+        envelope<event_type>& env = envelope_of(item);
+        bool final = true;
         if (bus_->discarding.load(std::memory_order_acquire)) {
             bus_->dropped.fetch_add(1, std::memory_order_relaxed);
-        } else if (guarded(meta_of(env), [&] { invoke(env, true); }) == outcome::skipped) {
+        } else if (!entered || is_closed()) {
             count_discarded();
+        } else if (expired(item)) {
+            final = expire_item(env);
+        } else {
+            call_failure why;
+            auto call = [&](std::optional<outcome>& told) { return invoke(env, !retrying, told); };
+            const outcome_kind result = call_entered(meta_of(env), call, strand, why);
+            if (result == outcome_kind::skipped) {
+                count_discarded();
+            } else if constexpr (retrying) {
+                if (result == outcome_kind::failed) {
+                    final = settle_failure(env, why, false);
+                }
+            }
         }
-        return envelope_access::epoch(env);
+        if (entered && !strand) {
+            leave();
+        }
+        return final;
+    }
+
+    bool expired(const item_type& item) const noexcept {
+        if constexpr (prioritised) {
+            if constexpr (policy::ttl_ns > 0) {
+                return (bus_->clock->now() - item.enqueued).count() >= policy::ttl_ns;
+            }
+        }
+        (void)item;
+        return false;
+    }
+
+    /// An event outlived its time-to-live: dropped and counted, or dead-lettered.
+    bool expire_item(envelope<event_type>& env) noexcept {
+        stats().expired.fetch_add(1, std::memory_order_relaxed);
+        if constexpr (prioritised) {
+            if constexpr (policy::expired_to_dead_letters) {
+                to_dead_letters(env, call_failure{}, dead_letter_reason::expired, env.attempt() - 1);
+            }
+        }
+        return true;
+    }
+
+    /// After a failed attempt on a retrying topic: schedules the next attempt, or
+    /// dead-letters. `from_inline` says the failure happened on the publisher's thread
+    /// (the retry then runs on the bus's default pool). Returns true when the delivery is
+    /// final (dead-lettered), false when a retry was scheduled; `env` is moved from then.
+    bool settle_failure(envelope<event_type>& env, const call_failure& why, bool from_inline) noexcept {
+        if constexpr (retrying) {
+            const std::uint32_t attempt = env.attempt();
+            const bool refused = (why.told && why.told->what() == outcome::kind::reject) ||
+                                 (why.error && !policy::should_retry(why.error));
+            dead_letter_reason reason = refused ? dead_letter_reason::rejected : dead_letter_reason::attempts_exhausted;
+            if (!refused && attempt < policy::attempts) {
+                if (bus_->stopped.load(std::memory_order_acquire)) {
+                    reason = dead_letter_reason::shutdown;
+                } else {
+                    const std::uint64_t random = mix64(env.id().low ^ mix64(env.id().high ^ attempt));
+                    const auto wait = why.told && why.told->what() == outcome::kind::retry_after
+                                          ? why.told->wait()
+                                          : policy::backoff(attempt, random);
+                    if (schedule_retry(env, wait, from_inline)) {
+                        return false;
+                    }
+                    reason = dead_letter_reason::shutdown;
+                }
+            }
+            to_dead_letters(env, why, reason, attempt);
+            return true;
+        } else {
+            (void)env;
+            (void)why;
+            (void)from_inline;
+            return true;
+        }
+    }
+
+    void to_dead_letters(envelope<event_type>& env, const call_failure& why, dead_letter_reason reason,
+                         std::uint32_t attempts) noexcept {
+        stats().dead_lettered.fetch_add(1, std::memory_order_relaxed);
+        state().dead_letter(env, name, attempts, reason, why);
+    }
+
+    /// A retry waiting for its time. With a real clock it keeps the delivery counted for
+    /// drain(); with a manual clock it lets go (drain() does not wait for a test to move
+    /// time) and counts itself again when it fires.
+    class retry_task final : public timed_task {
+    public:
+        retry_task(std::shared_ptr<subscriber> target, envelope<event_type>&& env, bool holds_flight)
+            : target_(std::move(target)), env_(std::move(env)), holds_flight_(holds_flight) {}
+
+        void fire() noexcept override { target_->redeliver(env_, holds_flight_); }
+        void cancel() noexcept override { target_->cancel_retry(env_, holds_flight_); }
+        /// Gives the envelope back (the service refused the task).
+        envelope<event_type> release() noexcept { return std::move(env_); }
+
+    private:
+        std::shared_ptr<subscriber> target_;
+        envelope<event_type> env_;
+        bool holds_flight_;
+    };
+
+    /// One retry of an inline subscriber, run on the bus's default pool.
+    class inline_retry final : public task {
+    public:
+        inline_retry(std::shared_ptr<subscriber> target, envelope<event_type>&& env)
+            : target_(std::move(target)), env_(std::move(env)) {}
+        void run() noexcept override { target_->retry_now(env_); }
+
+    private:
+        std::shared_ptr<subscriber> target_;
+        envelope<event_type> env_;
+    };
+
+    /// Hands the envelope to a timer that redelivers it after `wait`. Returns false (and
+    /// leaves `env` with the caller) when the timers are closed or memory ran out.
+    bool schedule_retry(envelope<event_type>& env, std::chrono::nanoseconds wait, bool from_inline) noexcept {
+        const bool manual = bus_->clock->is_manual();
+        const std::uint8_t slot = envelope_access::epoch(env);
+        // A failure of an async delivery already holds its drain count; an inline one
+        // counts the retry in the slot the publish's guard holds.
+        if (from_inline && !manual) {
+            topic_->add_flight(slot);
+        }
+        try {
+            std::unique_ptr<timed_task> task = std::make_unique<retry_task>(
+                std::static_pointer_cast<subscriber>(shared_from_this()), std::move(env), !manual);
+            if (bus_->timers.schedule(bus_->clock->now() + wait, task)) {
+                stats().retried.fetch_add(1, std::memory_order_relaxed);
+                if (manual && !from_inline) {
+                    topic_->end_flight(slot);
+                }
+                return true;
+            }
+            env = static_cast<retry_task&>(*task).release();
+        } catch (...) {
+            // Out of memory: the retry cannot be kept; the caller dead-letters.
+        }
+        if (from_inline && !manual) {
+            topic_->end_flight(slot);
+        }
+        return false;
+    }
+
+    /// The timer fired: queue the event again (async) or run it on the default pool
+    /// (inline subscribers).
+    void redeliver(envelope<event_type>& env, bool holds_flight) noexcept {
+        envelope_access::set_attempt(env, env.attempt() + 1);
+        std::uint8_t slot = envelope_access::epoch(env);
+        if (!holds_flight) {
+            slot = topic_->begin_flight(1);
+            envelope_access::set_epoch(env, slot);
+        }
+        try {
+            if (mode == delivery::async) {
+                const std::size_t level = env.priority();
+                enqueue(std::move(env), level, bus_->clock->now());
+            } else {
+                exec_->post(std::make_shared<inline_retry>(std::static_pointer_cast<subscriber>(shared_from_this()),
+                                                           std::move(env)));
+            }
+        } catch (...) {
+            count_discarded();
+            topic_->end_flight(slot);
+        }
+    }
+
+    /// An inline subscriber's retry, on a worker of the default pool.
+    void retry_now(envelope<event_type>& env) noexcept {
+        const std::uint8_t slot = envelope_access::epoch(env);
+        bool final = true;
+        if (bus_->discarding.load(std::memory_order_acquire)) {
+            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            call_failure why;
+            auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
+            const outcome_kind result = guarded(meta_of(env), call, why);
+            if (result == outcome_kind::skipped) {
+                count_discarded();
+            } else if (result == outcome_kind::failed) {
+                final = settle_failure(env, why, false);
+            }
+        }
+        if (final) {
+            topic_->end_flight(slot);
+        }
+    }
+
+    /// The bus shut down while the retry waited: dead-lettered with reason `shutdown`
+    /// (with `herald::drain`), or dropped and counted (with `herald::discard`).
+    void cancel_retry(envelope<event_type>& env, bool holds_flight) noexcept {
+        if (bus_->discarding.load(std::memory_order_acquire)) {
+            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            call_failure why;
+            why.told.emplace(nack("the bus shut down while the retry waited"));
+            to_dead_letters(env, why, dead_letter_reason::shutdown, env.attempt());
+        }
+        if (holds_flight) {
+            topic_->end_flight(envelope_access::epoch(env));
+        }
     }
 
     void reschedule() noexcept {
@@ -342,40 +671,62 @@ private:
         }
     }
 
-    herald::filter<Event> filter_;
-    std::optional<moodycamel::ConcurrentQueue<envelope<Event>>> queue_;
-    std::optional<moodycamel::ConsumerToken> consumer_;
+    herald::filter<event_type> filter_;
+    std::array<std::optional<moodycamel::ConcurrentQueue<item_type>>, lanes> queue_;
+    std::array<std::optional<moodycamel::ConsumerToken>, lanes> consumer_;
+    /// Priority only: the first item of each lane, taken out so the strand can compare
+    /// lanes (moodycamel has no peek). Touched only by the strand.
+    std::array<std::optional<item_type>, prioritised ? lanes : 0> heads_;
 };
 
 /// Adapts a user's handler to the envelope the bus delivers.
-template <class Event, class Traits, class Handler>
-class subscriber_impl final : public subscriber<Event, Traits> {
+template <class T, class Traits, class Handler>
+class subscriber_impl final : public subscriber<T, Traits> {
+    using event_type = typename T::event_type;
+
 public:
     template <class H>
-    subscriber_impl(H&& handler, subscribe_options<Event>&& options, std::string resolved_name, executor* runs_on,
-                    const std::shared_ptr<topic_core>& on_topic)
-        : subscriber<Event, Traits>(std::move(options), std::move(resolved_name), runs_on, on_topic,
-                                    std::is_invocable_v<Handler&, const envelope<Event>&>),
+    subscriber_impl(H&& handler, subscribe_options<event_type>&& options, std::string resolved_name, executor* runs_on,
+                    executor* retries_on, const std::shared_ptr<topic_core>& on_topic)
+        : subscriber<T, Traits>(std::move(options), std::move(resolved_name), runs_on, retries_on, on_topic,
+                                std::is_invocable_v<Handler&, const envelope<event_type>&>),
           handler_(std::forward<H>(handler)) {}
 
 private:
-    void invoke(envelope<Event>& env, bool owned) override {
-        if constexpr (std::is_invocable_v<Handler&, const envelope<Event>&>) {
-            handler_(std::as_const(env));
-        } else {
-            // An async subscriber owns its copy, so a handler taking the event by value or
-            // by rvalue reference may have it moved in; inline ones share the publisher's.
-            if constexpr (std::is_invocable_v<Handler&, Event&&>) {
-                if (owned) {
-                    handler_(std::move(env).event());
-                    return;
+    bool invoke(envelope<event_type>& env, bool owned, std::optional<outcome>& told) override {
+        return settle(told, [&]() -> decltype(auto) {
+            if constexpr (std::is_invocable_v<Handler&, const envelope<event_type>&>) {
+                return handler_(std::as_const(env));
+            } else {
+                // An async subscriber owns its copy, so a handler taking the event by value
+                // or by rvalue reference may have it moved in; inline ones share the
+                // publisher's, and retried events must survive the call.
+                if constexpr (std::is_invocable_v<Handler&, event_type&&>) {
+                    if (owned) {
+                        return handler_(std::move(env).event());
+                    }
+                }
+                if constexpr (std::is_invocable_v<Handler&, const event_type&>) {
+                    return handler_(std::as_const(env).event());
+                } else {
+                    return handler_(event_type(std::as_const(env).event()));
                 }
             }
-            if constexpr (std::is_invocable_v<Handler&, const Event&>) {
-                handler_(std::as_const(env).event());
-            } else {
-                handler_(Event(std::as_const(env).event()));
+        });
+    }
+
+    template <class Call>
+    static bool settle(std::optional<outcome>& told, Call&& call) {
+        if constexpr (std::is_void_v<decltype(call())>) {
+            call();
+            return true;
+        } else {
+            outcome result = call();
+            if (result.is_ack()) {
+                return true;
             }
+            told.emplace(std::move(result));
+            return false;
         }
     }
 

@@ -1,19 +1,45 @@
-// A topic's state inside one bus: its subscriber list, published as immutable snapshots.
+// A topic's state inside one bus: its subscriber list (immutable snapshots), the publish
+// path, and for retrying topics the link to the dead-letter topic and the dead-letter store.
 #pragma once
 
+#include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/snapshot_cell.hpp>
 #include <herald/detail/subscriber.hpp>
+#include <herald/errors.hpp>
+#include <herald/publish_result.hpp>
 #include <herald/topic.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace herald::detail {
+
+template <class Policy>
+constexpr bool expiry_dead_letters() {
+    if constexpr (prioritising_policy<Policy>) {
+        return Policy::expired_to_dead_letters;
+    } else {
+        return false;
+    }
+}
+
+template <class Policy>
+constexpr bool reads_wait_time() {
+    if constexpr (prioritising_policy<Policy>) {
+        return Policy::aging_ns > 0 || Policy::ttl_ns > 0;
+    } else {
+        return false;
+    }
+}
 
 /// Subscribers are read on every publish and changed rarely, so writers copy the list
 /// under a mutex and publish the copy as a new snapshot; publishers never take the
@@ -22,25 +48,40 @@ template <class T, class Traits>
 class topic_state final : public topic_core {
 public:
     using event_type = typename T::event_type;
-    using subscriber_type = subscriber<event_type, Traits>;
+    using policy = typename T::policy_type;
+    using subscriber_type = subscriber<T, Traits>;
+    static constexpr bool retrying = subscriber_type::retrying;
+    static constexpr bool prioritised = subscriber_type::prioritised;
+    /// Failed or expired deliveries end up on `dead_letter_topic<T>`.
+    static constexpr bool has_dead_letters = retrying || expiry_dead_letters<policy>();
+    /// The dead-letter topic's state (named only when it exists, so that dead-letter
+    /// topics do not recurse).
+    using dead_letter_state = std::conditional_t<has_dead_letters, topic_state<dead_letter_topic<T>, Traits>, void>;
+
     /// One immutable snapshot of the subscribers, with the facts the publish path needs.
     struct list {
         std::vector<std::shared_ptr<subscriber_type>> items;
-        /// Some subscriber is async: the publish must be counted for drain().
-        bool any_async = false;
         /// How many subscribers are async.
         std::uint32_t async_count = 0;
-        /// Some async subscriber has a filter, so the count of queued copies is known
-        /// only after the filters ran.
+        /// Some subscriber is inline.
+        bool any_inline = false;
+        /// Some async subscriber has a filter.
         bool async_filtered = false;
         /// Some handler or filter reads the envelope: the publish must read the clock.
         bool needs_time = false;
 
+        /// The publish must be counted for drain(): some delivery may outlive it.
+        [[nodiscard]] bool needs_flight() const noexcept { return async_count != 0 || (retrying && any_inline); }
+        /// The number of deliveries to count is known only after the filters ran (or an
+        /// inline failure may add a retry): hold one count while they run, add one each.
+        [[nodiscard]] bool counted_individually() const noexcept { return async_filtered || (retrying && any_inline); }
+
         void add(std::shared_ptr<subscriber_type> s) {
             if (s->mode == delivery::async) {
-                any_async = true;
                 ++async_count;
                 async_filtered = async_filtered || s->has_filter();
+            } else {
+                any_inline = true;
             }
             needs_time = needs_time || s->needs_envelope;
             items.push_back(std::move(s));
@@ -52,6 +93,106 @@ public:
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
     [[nodiscard]] std::shared_ptr<const list> snapshot() const noexcept { return subscribers_.load(); }
+
+    /// The publish path (see `basic_bus::publish`). `inherited_slot` >= 0 publishes on
+    /// behalf of a delivery that holds that drain slot (a dead letter): it is accepted
+    /// even while the bus shuts down, and counted in the same slot.
+    template <class V>
+    publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1) {
+        std::uint8_t level = 0;
+        if constexpr (prioritised) {
+            if (options.priority >= policy::levels) {
+                throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' with priority " +
+                                  std::to_string(options.priority) + ", but its levels are 0 to " +
+                                  std::to_string(policy::levels - 1));
+            }
+            level = options.priority;
+        } else if (options.priority != 0) {
+            throw usage_error("herald: publish with a priority on topic '" + std::string(where.topic) +
+                              "', whose policy has no priorities");
+        }
+
+        publish_result result;
+        const auto subscribers = snapshot();
+        const list& subs = *subscribers;
+        const bool individually = subs.counted_individually();
+        // Only deliveries that may outlive this call are counted for drain(). Without
+        // filters on async subscribers the count is known up front: one update of the
+        // shared counter.
+        const std::int64_t reserved = !subs.needs_flight() ? 0 : (individually ? 1 : subs.async_count);
+        std::uint8_t slot = 0;
+        if (inherited_slot >= 0) {
+            slot = static_cast<std::uint8_t>(inherited_slot);
+            if (reserved != 0) {
+                add_spawned(slot, reserved);
+            }
+        } else {
+            if (reserved != 0) {
+                slot = begin_flight(reserved);
+            }
+            if (bus->stopped.load(std::memory_order_seq_cst)) {
+                end_flights(slot, reserved);
+                bus->rejected.fetch_add(1, std::memory_order_relaxed);
+                return result;
+            }
+        }
+        struct flight_guard {
+            topic_core* topic;
+            std::uint8_t slot;
+            ~flight_guard() {
+                if (topic != nullptr) {
+                    topic->end_flight(slot);
+                }
+            }
+        } guard{individually ? this : nullptr, slot};
+
+        const std::uint64_t sequence = this->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+        auto env = envelope_access::make<event_type>(&where, std::forward<V>(value));
+        const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
+        // Reading the clock costs as much as the rest of an inline publish; skip it when
+        // no handler or filter can see the time (dead letters always show it).
+        const auto time =
+            subs.needs_time || has_dead_letters ? Traits::clock::now() : typename Traits::clock::time_point{};
+        envelope_access::stamp(env, id, sequence, time, options.correlation);
+        envelope_access::set_epoch(env, slot);
+        envelope_access::set_priority(env, level);
+        clock_source::time_point waiting_since{};
+        if constexpr (reads_wait_time<policy>()) {
+            waiting_since = bus->clock->now();
+        }
+        result.status = publish_status::accepted;
+        result.id = id;
+        result.sequence = sequence;
+
+        const auto& items = subs.items;
+        const std::size_t count = items.size();
+        for (std::size_t i = 0; i < count; ++i) {
+            auto& subscriber = *items[i];
+            if (!subscriber.accepts(env)) {
+                continue;
+            }
+            if (subscriber.mode == delivery::immediate) {
+                subscriber.deliver_inline(env, result);
+                continue;
+            }
+            if (individually) {
+                add_flight(slot);
+            }
+            try {
+                if (i + 1 == count) {
+                    subscriber.enqueue(std::move(env), level, waiting_since);
+                } else {
+                    subscriber.enqueue(env, level, waiting_since);
+                }
+            } catch (...) {
+                // Release what this copy, and the copies not queued yet, were counted as.
+                end_flights(slot, individually ? 1 : subs.async_count - result.queued);
+                throw;
+            }
+            ++result.queued;
+        }
+        return result;
+    }
 
     void add(std::shared_ptr<subscriber_type> joining) {
         std::lock_guard lock(mutex_);
@@ -82,12 +223,95 @@ public:
         return {current->items.begin(), current->items.end()};
     }
 
+    /// Connects the dead-letter topic (the bus does it when it registers this topic).
+    template <class D>
+    void link_dead_letters(D* topic) noexcept {
+        dead_letters_ = topic;
+    }
+
+    /// Publishes a dead letter for `env` on the dead-letter topic, counted in the drain
+    /// slot `env` holds; keeps it in the bounded store when nobody takes it. Never throws:
+    /// a dead letter that cannot be built (out of memory) is counted as evicted.
+    void dead_letter(const envelope<event_type>& env, const std::string& subscriber_name, std::uint32_t attempts,
+                     dead_letter_reason reason, const call_failure& why) noexcept {
+        if constexpr (has_dead_letters) {
+            try {
+                herald::dead_letter<event_type> letter{
+                    env, subscriber_name, attempts, reason, why.message(), why.error, std::chrono::system_clock::now()};
+                publish_result published;
+                if (dead_letters_ != nullptr) {
+                    published =
+                        dead_letters_->publish(std::as_const(letter), publish_options{}, envelope_access::epoch(env));
+                }
+                if (published.queued + published.handled_inline + published.failed_inline == 0) {
+                    keep(std::move(letter));
+                }
+            } catch (...) {
+                std::lock_guard lock(store_mutex_);
+                ++evicted_;
+            }
+        } else {
+            (void)env;
+            (void)subscriber_name;
+            (void)attempts;
+            (void)reason;
+            (void)why;
+        }
+    }
+
+    /// A copy of the dead letters in the store, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<event_type>> stored_dead_letters() const {
+        std::lock_guard lock(store_mutex_);
+        if (!store_) {
+            return {};
+        }
+        return {store_->begin(), store_->end()};
+    }
+
+    /// Empties the store and returns what it held, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<event_type>> take_dead_letters() {
+        std::lock_guard lock(store_mutex_);
+        if (!store_) {
+            return {};
+        }
+        std::vector<herald::dead_letter<event_type>> out(std::make_move_iterator(store_->begin()),
+                                                         std::make_move_iterator(store_->end()));
+        store_->clear();
+        return out;
+    }
+
+    [[nodiscard]] dead_letter_counts dead_letters_kept() const override {
+        std::lock_guard lock(store_mutex_);
+        return {store_ ? store_->size() : 0U, evicted_};
+    }
+
     /// Numbers default subscription names ("orders#3").
     std::atomic<std::uint64_t> names_given{0};
 
 private:
+    void keep(herald::dead_letter<event_type>&& letter) {
+        std::lock_guard lock(store_mutex_);
+        if (bus->dead_letter_capacity == 0) {
+            ++evicted_;
+            return;
+        }
+        if (!store_) {
+            store_ = std::make_unique<std::deque<herald::dead_letter<event_type>>>();
+        }
+        if (store_->size() >= bus->dead_letter_capacity) {
+            store_->pop_front();
+            ++evicted_;
+        }
+        store_->push_back(std::move(letter));
+    }
+
     std::mutex mutex_;
     snapshot_cell<list> subscribers_;
+    // Only used when has_dead_letters; a few idle words otherwise.
+    std::conditional_t<has_dead_letters, dead_letter_state*, void*> dead_letters_ = nullptr;
+    mutable std::mutex store_mutex_;
+    std::unique_ptr<std::deque<herald::dead_letter<event_type>>> store_; // made by the first dead letter
+    std::uint64_t evicted_ = 0;
 };
 
 } // namespace herald::detail
