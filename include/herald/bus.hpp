@@ -140,12 +140,6 @@ struct check_handler {
     static constexpr bool value = true;
 };
 
-inline std::uint64_t mix64(std::uint64_t x) noexcept {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31U);
-}
 } // namespace detail
 
 /// An in-process event bus. `Traits` fixes compile-time settings (see

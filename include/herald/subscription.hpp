@@ -12,9 +12,12 @@ namespace herald {
 
 /// What one subscription has done so far.
 struct subscription_stats {
-    std::uint64_t delivered = 0; ///< handler calls that returned normally
-    std::uint64_t failed = 0;    ///< handler (or filter) calls that threw
-    std::uint64_t discarded = 0; ///< queued events dropped because it had unsubscribed
+    std::uint64_t delivered = 0;     ///< handler calls that returned normally
+    std::uint64_t failed = 0;        ///< handler (or filter) calls that threw or returned a failure
+    std::uint64_t discarded = 0;     ///< queued events dropped because it had unsubscribed
+    std::uint64_t retried = 0;       ///< retries scheduled after failures (at-least-once topics)
+    std::uint64_t dead_lettered = 0; ///< events that ended as dead letters
+    std::uint64_t expired = 0;       ///< queued events whose time-to-live ran out (priority topics)
 };
 
 /// Owns one subscription. Move-only; destroying it unsubscribes.
@@ -81,7 +84,7 @@ public:
             return {};
         }
         const auto c = counters_->read();
-        return {c.delivered, c.failed, c.discarded};
+        return {c.delivered, c.failed, c.discarded, c.retried, c.dead_lettered, c.expired};
     }
 
 private:

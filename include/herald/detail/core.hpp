@@ -19,6 +19,14 @@
 
 namespace herald::detail {
 
+/// A 64-bit mixer (splitmix64's finaliser): ids and jitter from counters.
+inline std::uint64_t mix64(std::uint64_t x) noexcept {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31U);
+}
+
 /// The part of a bus that subscribers and topics reach during delivery. It lives as long
 /// as the bus, and no worker runs after the bus has stopped its executors.
 struct bus_core {

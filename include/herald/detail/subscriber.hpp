@@ -424,9 +424,11 @@ private:
                     }
                     const auto waited = (now - heads_[i]->enqueued).count();
                     // An expired head is taken first, so it leaves the queue at once; an
-                    // aged one before any higher level, oldest first.
+                    // aged head below the top level goes before every higher level, oldest
+                    // first. (The top level needs no promotion; letting its aged events
+                    // compete by age would starve the lower levels again under overload.)
                     const bool due = (policy::ttl_ns > 0 && waited >= policy::ttl_ns) ||
-                                     (policy::aging_ns > 0 && waited >= policy::aging_ns);
+                                     (policy::aging_ns > 0 && i + 1 < lanes && waited >= policy::aging_ns);
                     if (due && heads_[i]->enqueued < oldest) {
                         oldest = heads_[i]->enqueued;
                         chosen = i;

@@ -12,8 +12,10 @@
 
 namespace herald {
 
-/// Priority option: an event that has waited longer than `Bound` is served before
-/// higher levels, so low priorities cannot starve (oldest first among such events).
+/// Priority option: an event below the top level that has waited longer than `Bound` is
+/// served before every higher level (oldest first among such events), so low levels
+/// cannot starve: under a steady overload of higher levels a low event waits about
+/// `Bound` plus one handler call.
 template <delay Bound>
 struct aging {
     static_assert(Bound.nanoseconds > 0, "herald::aging<Bound>: Bound must be positive");
@@ -59,11 +61,13 @@ struct inner_policy<First, Rest...> {
     using type = std::conditional_t<!is_aging<First> && !is_expiry<First>, First, typename inner_policy<Rest...>::type>;
 };
 
-template <class... Options>
-constexpr std::int64_t aging_bound() {
-    std::int64_t bound = 0;
-    ((bound = is_aging<Options> ? Options::bound.nanoseconds : bound), ...);
-    return bound;
+template <class Option>
+constexpr std::int64_t aging_of() {
+    if constexpr (is_aging<Option>) {
+        return Option::bound.nanoseconds;
+    } else {
+        return 0;
+    }
 }
 
 template <class Option>
@@ -115,7 +119,7 @@ struct priority : detail::inner_policy<Options...>::type {
     /// Number of levels.
     static constexpr std::size_t levels = Levels;
     /// Aging bound in nanoseconds (0: no aging).
-    static constexpr std::int64_t aging_ns = detail::aging_bound<Options...>();
+    static constexpr std::int64_t aging_ns = (std::int64_t{0} + ... + detail::aging_of<Options>());
     /// Time-to-live in nanoseconds (0: events never expire).
     static constexpr std::int64_t ttl_ns = (std::int64_t{0} + ... + detail::ttl_of<Options>());
     /// Whether expired events are dead-lettered (otherwise dropped and counted).
