@@ -355,7 +355,9 @@ TEST_CASE("shutdown(drain) dead-letters retries still waiting; shutdown(discard)
 }
 
 TEST_CASE("the dead-letter store is bounded: the oldest are evicted and counted") {
-    struct once : herald::topic<payment, herald::at_least_once<herald::max_attempts<1>, herald::fixed_backoff<{}>>> {};
+    struct once
+        : herald::topic<payment, herald::at_least_once<herald::max_attempts<1>, herald::fixed_backoff<delay::ms(0)>>> {
+    };
     herald::bus bus{{.workers = 1, .on_error = [](const herald::delivery_error&) {}, .dead_letter_capacity = 3}};
     auto sub = bus.subscribe<once>([](const payment&) { throw std::runtime_error("x"); });
     for (int i = 0; i < 5; ++i) {

@@ -19,7 +19,8 @@ namespace {
 struct charge {
     int order = 0;
 };
-struct charges : herald::topic<charge, herald::at_least_once<herald::max_attempts<20>, herald::fixed_backoff<{}>>> {};
+struct charges
+    : herald::topic<charge, herald::at_least_once<herald::max_attempts<20>, herald::fixed_backoff<delay::ms(0)>>> {};
 
 /// The fault a real consumer meets: the side effect happened, then the acknowledgement
 /// was lost (here: thrown after the inner handler returned), so the event comes again.
