@@ -28,6 +28,7 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -58,11 +59,17 @@ struct bus_options {
     std::size_t workers = 0;
     /// Replaces the default pool (then `workers` is ignored). The bus stops it at shutdown.
     std::shared_ptr<herald::executor> default_executor{};
+    /// Makes the executors `make_pool` returns (empty: a `thread_pool` of that many
+    /// threads). Tests use it to keep every pool under their control.
+    std::function<std::shared_ptr<herald::executor>(std::size_t threads, const std::string& name)> pool_factory{};
     /// Receives handler failures; empty means one line on stderr per failure.
     error_handler on_error{};
     /// Time for retry backoff, priority aging and expiry. Empty: `steady_clock`. Pass a
     /// `herald::manual_clock` to drive that time from a test.
     std::shared_ptr<clock_source> clock{};
+    /// Non-zero: event ids derive from this seed instead of a random number, so a test
+    /// run twice sees the same ids (ids of two buses with one seed collide: tests only).
+    std::uint64_t id_seed = 0;
     /// Dead letters each topic keeps when its dead-letter topic has no subscriber; when
     /// full the oldest is evicted (counted in `bus_stats::dead_letters_evicted`).
     std::size_t dead_letter_capacity = 1000;
@@ -142,6 +149,16 @@ struct check_handler {
 
 } // namespace detail
 
+namespace detail {
+/// herald's own back door into a bus (used by herald::testing).
+struct bus_access {
+    template <class Bus>
+    static std::optional<clock_source::time_point> next_due(const Bus& bus) {
+        return bus.core_.timers.next_due();
+    }
+};
+} // namespace detail
+
 /// An in-process event bus. `Traits` fixes compile-time settings (see
 /// `default_bus_traits`); most code uses the alias `herald::bus`.
 ///
@@ -164,14 +181,17 @@ public:
     explicit basic_bus(bus_options options = {})
         : core_(std::move(options.source), std::move(options.on_error), std::move(options.clock),
                 options.dead_letter_capacity),
-          nonce_(
-              detail::mix64(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
-                            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()))) {
+          nonce_(options.id_seed != 0
+                     ? detail::mix64(options.id_seed)
+                     : detail::mix64(
+                           std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
+                           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()))) {
         if (options.default_executor) {
             default_executor_ = std::move(options.default_executor);
         } else {
             default_executor_ = std::make_shared<thread_pool>(options.workers, core_.source);
         }
+        pool_factory_ = std::move(options.pool_factory);
         executors_.push_back(default_executor_);
     }
 
@@ -275,7 +295,14 @@ public:
     /// Creates a thread pool owned by this bus, for `subscribe_options::pool`: give a
     /// slow subscriber its own pool so it cannot starve the others. Stopped at shutdown.
     [[nodiscard]] std::shared_ptr<executor> make_pool(std::size_t threads, std::string name = {}) {
-        auto pool = std::make_shared<thread_pool>(threads, name.empty() ? core_.source : std::move(name));
+        if (name.empty()) {
+            name = core_.source;
+        }
+        std::shared_ptr<executor> pool =
+            pool_factory_ ? pool_factory_(threads, name) : std::make_shared<thread_pool>(threads, std::move(name));
+        if (!pool) {
+            throw usage_error("herald: bus_options::pool_factory returned no executor");
+        }
         adopt(pool);
         return pool;
     }
@@ -289,6 +316,7 @@ public:
             throw usage_error("herald: drain() called from inside a handler would wait for itself");
         }
         std::lock_guard lock(drain_mutex_);
+        drive_executors();
         const auto old = static_cast<std::uint8_t>(core_.epoch.fetch_add(1, std::memory_order_seq_cst) & 1U);
         core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
         wait_quiet({old});
@@ -319,6 +347,7 @@ public:
         // Retries still waiting for their backoff become dead letters (drain) or are
         // dropped (discard); failures from now on are not retried either.
         core_.timers.close();
+        drive_executors();
         wait_quiet({0, 1});
         core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
         const auto all_topics = topics();
@@ -379,6 +408,8 @@ public:
     }
 
 private:
+    friend struct detail::bus_access;
+
     template <class T>
     detail::topic_state<T, Traits>& topic_of() {
         if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
@@ -417,6 +448,23 @@ private:
         return *state;
     }
 
+    /// Runs the work of executors driven by their caller (`herald::testing`'s manual
+    /// executor) on this thread until none has anything left, so drain() on such a bus
+    /// finishes instead of waiting for a thread that does not exist.
+    void drive_executors() {
+        std::vector<std::shared_ptr<executor>> all;
+        {
+            std::lock_guard registry(registry_mutex_);
+            all = executors_;
+        }
+        for (bool ran = true; ran;) {
+            ran = false;
+            for (const auto& e : all) {
+                ran = e->drive() || ran;
+            }
+        }
+    }
+
     /// Waits until no delivery counted in `slots` is outstanding on any topic. A delivery
     /// may start another on a topic already passed (a dead letter), so the pass repeats
     /// until one sees no such start.
@@ -451,6 +499,7 @@ private:
     detail::bus_core core_;
     const std::uint64_t nonce_;
     std::shared_ptr<executor> default_executor_;
+    std::function<std::shared_ptr<executor>(std::size_t, const std::string&)> pool_factory_;
     mutable std::mutex registry_mutex_;
     std::vector<std::shared_ptr<executor>> executors_;
     std::vector<std::shared_ptr<detail::topic_core>> topics_;

@@ -31,6 +31,10 @@ public:
     /// Idempotent. The bus calls it during shutdown, after it has drained or discarded
     /// its events.
     virtual void stop() = 0;
+    /// For executors without threads of their own (a test's manual executor): runs every
+    /// queued task on the calling thread and returns true if there was any. `drain()`
+    /// calls it before waiting. Threaded executors return false.
+    virtual bool drive() { return false; }
 };
 
 } // namespace herald

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -67,6 +68,15 @@ public:
             wake_.notify_one();
         }
         return true;
+    }
+
+    /// When the earliest waiting task is due, if any task waits.
+    [[nodiscard]] std::optional<clock_source::time_point> next_due() const {
+        std::lock_guard lock(mutex_);
+        if (heap_.empty()) {
+            return std::nullopt;
+        }
+        return heap_.front().due;
     }
 
     /// Tasks waiting for their time.
