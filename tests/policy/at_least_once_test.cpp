@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <herald/herald.hpp>
+#include <herald/testing.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -46,10 +47,13 @@ struct only_system_errors : herald::at_least_once<herald::max_attempts<5>, heral
 };
 struct picky_payments : herald::topic<payment, only_system_errors> {};
 
+/// A harness from herald::testing: a manual executor and a manual clock, so each test
+/// steps through the retry schedule exactly, on one thread.
 struct fixture {
-    std::shared_ptr<herald::manual_clock> clock = std::make_shared<herald::manual_clock>();
-    std::atomic<int> errors{0};
-    herald::bus bus{{.workers = 2, .on_error = [this](const herald::delivery_error&) { ++errors; }, .clock = clock}};
+    herald::testing::harness h;
+    herald::bus& bus = h.bus();
+    herald::manual_clock* clock = &h.clock();
+    [[nodiscard]] std::size_t errors() const { return h.errors().size(); }
 };
 
 /// Records the attempts a subscriber saw, with the manual time of each.
@@ -112,7 +116,7 @@ TEST_CASE_FIXTURE(fixture, "a failing delivery is retried after each backoff del
     CHECK(letters[0].error == "gateway down");
     CHECK(letters[0].exception != nullptr);
     CHECK(letters[0].subscriber == "gateway");
-    CHECK(errors == 4);
+    CHECK(errors() == 4);
     const auto stats = bus.stats();
     CHECK(stats.retried == 3);
     CHECK(stats.dead_lettered == 1);
@@ -273,7 +277,9 @@ TEST_CASE_FIXTURE(fixture, "a poison subscriber dead-letters everything while th
     CHECK(bus.dead_letters<quick_payments>().empty()); // take_ emptied the store
 }
 
-TEST_CASE_FIXTURE(fixture, "an inline subscriber's first attempt runs in publish; its retries run on the pool") {
+TEST_CASE("an inline subscriber's first attempt runs in publish; its retries run on the pool") {
+    auto clock = std::make_shared<herald::manual_clock>();
+    herald::bus bus{{.workers = 2, .on_error = [](const herald::delivery_error&) {}, .clock = clock}};
     attempt_log log;
     std::atomic<bool> on_publisher{false};
     const auto publisher = std::this_thread::get_id();
