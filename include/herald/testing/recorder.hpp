@@ -161,7 +161,7 @@ public:
         }
         std::ostringstream why;
         why << "expected " << n << " event(s) on topic '" << topic_name_v<T> << "', but " << seen.size()
-            << " were published" << listing(seen);
+            << (seen.size() == 1 ? " was" : " were") << " published" << listing(seen);
         return expectation::fail(why.str());
     }
 
