@@ -408,14 +408,26 @@ private:
     bool take(std::optional<item_type>& out) noexcept {
         if constexpr (!prioritised) {
             return queue_[0]->try_dequeue(*consumer_[0], out);
+        } else if constexpr (policy::aging_ns == 0 && policy::ttl_ns == 0) {
+            // Without aging or expiry only the highest non-empty lane matters: look from
+            // the top and stop at the first head, so lower lanes are not even polled.
+            for (std::size_t i = lanes; i-- > 0;) {
+                if (heads_[i] || queue_[i]->try_dequeue(*consumer_[i], heads_[i])) {
+                    out.emplace(std::move(*heads_[i]));
+                    heads_[i].reset();
+                    return true;
+                }
+            }
+            return false;
         } else {
+            // Aging and expiry compare the heads of every lane.
             for (std::size_t i = 0; i < lanes; ++i) {
                 if (!heads_[i]) {
                     queue_[i]->try_dequeue(*consumer_[i], heads_[i]);
                 }
             }
             std::size_t chosen = lanes;
-            if constexpr (policy::aging_ns > 0 || policy::ttl_ns > 0) {
+            {
                 const auto now = bus_->clock->now();
                 clock_source::time_point oldest = clock_source::time_point::max();
                 for (std::size_t i = 0; i < lanes; ++i) {
