@@ -2,6 +2,7 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/call_handler.hpp>
 #include <herald/envelope.hpp>
 #include <herald/outcome.hpp>
 
@@ -89,11 +90,7 @@ public:
 private:
     template <class Event>
     decltype(auto) call(const envelope<Event>& env) const {
-        if constexpr (std::is_invocable_v<Handler&, const envelope<Event>&>) {
-            return (*handler_)(env);
-        } else {
-            return (*handler_)(env.event());
-        }
+        return detail::call_handler(*handler_, env);
     }
 
     struct memory {

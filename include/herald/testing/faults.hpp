@@ -1,6 +1,7 @@
 // Fault injection: make a handler fail on chosen attempts, ids, calls, or at random (seeded).
 #pragma once
 
+#include <herald/detail/call_handler.hpp>
 #include <herald/envelope.hpp>
 
 #include <atomic>
@@ -144,11 +145,7 @@ private:
 
     template <class Event>
     decltype(auto) invoke(const envelope<Event>& env) const {
-        if constexpr (std::is_invocable_v<Handler&, const envelope<Event>&>) {
-            return (*handler_)(env);
-        } else {
-            return (*handler_)(env.event());
-        }
+        return herald::detail::call_handler(*handler_, env);
     }
 
     template <class Event>

@@ -86,6 +86,8 @@ public:
 
     /// Runs one queued task (one subscriber's turn); false when nothing was queued.
     bool run_one() { return manual() != nullptr && manual()->run_one(); }
+    /// Runs the tasks queued now, not those they post; returns how many ran.
+    std::size_t run_all() { return manual() != nullptr ? manual()->run_all() : 0; }
     /// Runs until nothing is queued; returns how many tasks ran.
     std::size_t run_until_idle() { return manual() != nullptr ? manual()->run_until_idle() : 0; }
     /// Tasks waiting to run.
