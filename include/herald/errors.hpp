@@ -12,6 +12,23 @@
 
 namespace herald {
 
+namespace detail {
+/// What failed, in words: the exception's `what()`, else the reason a handler returned,
+/// else a placeholder.
+inline std::string failure_message(const std::exception_ptr& error, std::string_view reason) {
+    if (!error) {
+        return reason.empty() ? std::string("no exception") : std::string(reason);
+    }
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "unknown exception (not derived from std::exception)";
+    }
+}
+} // namespace detail
+
 /// A handler (or filter) that threw, or a handler that returned a failed `herald::outcome`. Passed to the bus's error
 /// handler on the thread that ran the handler; the views are valid only during that call.
 struct delivery_error {
@@ -25,18 +42,7 @@ struct delivery_error {
 
     /// The exception's `what()`, the returned failure's reason, or a placeholder for
     /// exceptions not derived from `std::exception`.
-    [[nodiscard]] std::string message() const {
-        if (!error) {
-            return reason.empty() ? std::string("no exception") : std::string(reason);
-        }
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception (not derived from std::exception)";
-        }
-    }
+    [[nodiscard]] std::string message() const { return detail::failure_message(error, reason); }
 };
 
 /// Receives every handler failure. Called on the thread that ran the failed handler,

@@ -76,13 +76,13 @@ public:
     }
 
     /// Duplicates skipped so far (all copies together).
-    [[nodiscard]] std::uint64_t skipped() const noexcept {
+    [[nodiscard]] std::uint64_t skipped() const {
         std::lock_guard lock(memory_->mutex);
         return memory_->skipped;
     }
 
     /// Ids remembered now.
-    [[nodiscard]] std::size_t remembered() const noexcept {
+    [[nodiscard]] std::size_t remembered() const {
         std::lock_guard lock(memory_->mutex);
         return memory_->order.size();
     }

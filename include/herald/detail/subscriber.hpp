@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -62,10 +63,7 @@ struct call_failure {
     std::optional<outcome> told;
 
     [[nodiscard]] std::string message() const {
-        if (told) {
-            return told->reason();
-        }
-        return delivery_error{{}, {}, {}, 0, 1, error, {}}.message();
+        return failure_message(error, told ? std::string_view(told->reason()) : std::string_view());
     }
 };
 
@@ -468,7 +466,8 @@ private:
     /// `strand` says the caller is the only thread running this subscriber, and that it
     /// keeps the gate (otherwise the gate is left here). Returns true when the delivery
     /// reached its final outcome, false when a retry now holds it.
-    bool process(item_type& item, bool entered, bool strand) noexcept {
+    template <class Item>
+    bool process(Item& item, bool entered, bool strand) noexcept {
         envelope<event_type>& env = envelope_of(item);
         bool final = true;
         if (bus_->discarding.load(std::memory_order_acquire)) {
@@ -495,7 +494,10 @@ private:
         return final;
     }
 
-    bool expired(const item_type& item) const noexcept {
+    /// A retry of an inline subscriber carries no queue time: it never expires.
+    static bool expired(const envelope<event_type>& /*retry*/) noexcept { return false; }
+
+    bool expired(const lane_item& item) const noexcept {
         if constexpr (prioritised) {
             if constexpr (policy::ttl_ns > 0) {
                 return (bus_->clock->now() - item.enqueued).count() >= policy::ttl_ns;
@@ -643,20 +645,7 @@ private:
     /// An inline subscriber's retry, on a worker of the default pool.
     void retry_now(envelope<event_type>& env) noexcept {
         const std::uint8_t slot = envelope_access::epoch(env);
-        bool final = true;
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
-        } else {
-            call_failure why;
-            auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
-            const outcome_kind result = guarded(meta_of(env), call, why);
-            if (result == outcome_kind::skipped) {
-                count_discarded();
-            } else if (result == outcome_kind::failed) {
-                final = settle_failure(env, why, false);
-            }
-        }
-        if (final) {
+        if (process(env, enter(), false)) {
             topic_->end_flight(slot);
         }
     }

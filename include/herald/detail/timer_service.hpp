@@ -48,9 +48,6 @@ public:
         }
     }
 
-    /// The clock the timers follow.
-    [[nodiscard]] const clock_source& clock() const noexcept { return *clock_; }
-
     /// Runs `task->fire()` at `due` (at once if `due` has passed). Returns false, and
     /// leaves the task with the caller, once the service is closed. Thread-safe.
     bool schedule(clock_source::time_point due, std::unique_ptr<timed_task>& task) {
@@ -77,12 +74,6 @@ public:
             return std::nullopt;
         }
         return heap_.front().due;
-    }
-
-    /// Tasks waiting for their time.
-    [[nodiscard]] std::size_t pending() const {
-        std::lock_guard lock(mutex_);
-        return heap_.size();
     }
 
     /// Stops the service: later `schedule` calls return false, every waiting task is

@@ -224,10 +224,7 @@ public:
     }
 
     /// Connects the dead-letter topic (the bus does it when it registers this topic).
-    template <class D>
-    void link_dead_letters(D* topic) noexcept {
-        dead_letters_ = topic;
-    }
+    void link_dead_letters(dead_letter_state* topic) noexcept requires has_dead_letters { dead_letters_ = topic; }
 
     /// Publishes a dead letter for `env` on the dead-letter topic, counted in the drain
     /// slot `env` holds; keeps it in the bounded store when nobody takes it. Never throws:
@@ -308,7 +305,7 @@ private:
     std::mutex mutex_;
     snapshot_cell<list> subscribers_;
     // Only used when has_dead_letters; a few idle words otherwise.
-    std::conditional_t<has_dead_letters, dead_letter_state*, void*> dead_letters_ = nullptr;
+    dead_letter_state* dead_letters_ = nullptr;
     mutable std::mutex store_mutex_;
     std::unique_ptr<std::deque<herald::dead_letter<event_type>>> store_; // made by the first dead letter
     std::uint64_t evicted_ = 0;
