@@ -16,12 +16,15 @@ namespace herald {
 /// failure: reported to the error handler and counted, never retried.
 class outcome {
 public:
+    /// Which result it is (see the free functions below).
     enum class kind : std::uint8_t { ack, nack, retry_after, reject };
 
     /// Success (the same as returning from a `void` handler).
     outcome() = default;
 
+    /// Which result this is.
     [[nodiscard]] kind what() const noexcept { return kind_; }
+    /// True for success.
     [[nodiscard]] bool is_ack() const noexcept { return kind_ == kind::ack; }
     /// The delay `retry_after` asked for (zero otherwise).
     [[nodiscard]] std::chrono::nanoseconds wait() const noexcept { return wait_; }

@@ -18,7 +18,9 @@ public:
     /// An expectation that does not hold, and why.
     [[nodiscard]] static expectation fail(std::string why) { return expectation(false, std::move(why)); }
 
+    /// True when the expectation holds (for frameworks that want a plain bool).
     [[nodiscard]] bool holds() const noexcept { return ok_; }
+    /// True when the expectation holds.
     explicit operator bool() const noexcept { return ok_; }
     /// "satisfied", or what went wrong with what was seen.
     [[nodiscard]] const std::string& message() const noexcept { return message_; }

@@ -92,6 +92,7 @@ public:
         std::lock_guard lock(state_->mutex);
         return state_->seen.size();
     }
+    /// True when nothing was recorded.
     [[nodiscard]] bool empty() const { return count() == 0; }
 
     /// The last envelope recorded; throws `std::logic_error` when there is none.
