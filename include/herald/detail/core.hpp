@@ -104,6 +104,9 @@ struct running_frame {
     const void* subscriber;
     const bus_core* bus;
     const running_frame* outer;
+    /// The call holds the subscriber's gate (queued deliveries and retries); inline calls
+    /// announce themselves in the thread's slot instead.
+    bool gated;
 };
 
 inline thread_local const running_frame* current_frame = nullptr;
@@ -111,7 +114,8 @@ inline thread_local const running_frame* current_frame = nullptr;
 /// Pushes a frame for the duration of a handler call.
 class frame_scope {
 public:
-    frame_scope(const void* subscriber, const bus_core* bus) noexcept : frame_{subscriber, bus, current_frame} {
+    frame_scope(const void* subscriber, const bus_core* bus, bool gated) noexcept
+        : frame_{subscriber, bus, current_frame, gated} {
         current_frame = &frame_;
     }
     ~frame_scope() { current_frame = frame_.outer; }
@@ -122,11 +126,12 @@ private:
     running_frame frame_;
 };
 
-/// How many handler calls of `subscriber` are running on this thread (nested publishes).
-inline std::uint32_t frames_of(const void* subscriber) noexcept {
+/// How many gated handler calls of `subscriber` are running on this thread (nested
+/// publishes): the part of its gate count that unsubscribe must not wait for.
+inline std::uint32_t gated_frames_of(const void* subscriber) noexcept {
     std::uint32_t count = 0;
     for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
-        count += f->subscriber == subscriber ? 1U : 0U;
+        count += f->subscriber == subscriber && f->gated ? 1U : 0U;
     }
     return count;
 }

@@ -6,6 +6,7 @@
 #include <herald/dead_letter.hpp>
 #include <herald/detail/concurrentqueue.hpp>
 #include <herald/detail/core.hpp>
+#include <herald/detail/thread_slots.hpp>
 #include <herald/detail/timer_service.hpp>
 #include <herald/detail/tracking.hpp>
 #include <herald/envelope.hpp>
@@ -43,6 +44,14 @@ struct envelope_meta {
 /// A subscriber's live counters, in their own block so the subscription handle can read
 /// them after the subscriber itself is gone.
 struct counter_block {
+    /// Inline deliveries are counted by the publishing thread in the shard of its slot
+    /// index, with a plain load and store (each shard has one writer at a time); threads
+    /// whose index is past the shards use `delivered`.
+    static constexpr std::size_t shards = 8;
+    struct alignas(64) shard {
+        std::atomic<std::uint64_t> delivered{0};
+    };
+
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> discarded{0};
@@ -50,10 +59,29 @@ struct counter_block {
     std::atomic<std::uint64_t> dead_lettered{0};
     std::atomic<std::uint64_t> expired{0};
 
+    shard inline_delivered[shards];
+
+    /// One inline delivery by the thread whose slot index is `index`.
+    void count_inline(std::uint32_t index) noexcept {
+        if (index < shards) {
+            auto& cell = inline_delivered[index].delivered;
+            cell.store(cell.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+            delivered.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
     [[nodiscard]] subscriber_counters read() const noexcept {
-        return {delivered.load(std::memory_order_relaxed),     failed.load(std::memory_order_relaxed),
-                discarded.load(std::memory_order_relaxed),     retried.load(std::memory_order_relaxed),
-                dead_lettered.load(std::memory_order_relaxed), expired.load(std::memory_order_relaxed)};
+        std::uint64_t all_delivered = delivered.load(std::memory_order_relaxed);
+        for (const auto& s : inline_delivered) {
+            all_delivered += s.delivered.load(std::memory_order_relaxed);
+        }
+        return {all_delivered,
+                failed.load(std::memory_order_relaxed),
+                discarded.load(std::memory_order_relaxed),
+                retried.load(std::memory_order_relaxed),
+                dead_lettered.load(std::memory_order_relaxed),
+                expired.load(std::memory_order_relaxed)};
     }
 };
 
@@ -114,34 +142,64 @@ public:
 protected:
     enum class outcome_kind { handled, failed, skipped };
 
+    /// Who runs a call, which decides how it is counted. `strand`: the only thread running
+    /// this subscriber now (a serial strand), so the delivery counter needs no locked
+    /// instruction; `announced`: an inline call announced in the thread's slot (counted
+    /// in the thread's shard); `any`: anything else.
+    enum class caller : std::uint8_t { any, strand, announced };
+
     /// Runs `call` inside the gate, with tracked objects locked and failures reported.
     template <class Call>
     outcome_kind guarded(const envelope_meta& meta, Call& call, call_failure& why) noexcept {
         if (!enter()) {
             return outcome_kind::skipped;
         }
-        const outcome_kind result = call_entered(meta, call, false, why);
+        const outcome_kind result = call_entered(meta, call, caller::any, why);
         leave();
         return result;
     }
 
-    /// Runs `call` (which returns true for success, or false after storing the handler's
-    /// non-ack outcome in its argument) for a caller that already holds the gate.
-    /// `sole_caller` says no other thread can be counting for this subscriber now (a
-    /// serial strand), so the delivery counter can be bumped without a locked instruction.
+    /// Runs an inline call announced in this thread's slot instead of the gate: a store,
+    /// a compiler barrier and a load where the gate costs two locked instructions.
+    /// `unsubscribe()` finds the announcement (see `wait_for_inline_calls`). Falls back
+    /// to the gate when the thread has no slot or its nesting is too deep.
     template <class Call>
-    outcome_kind call_entered(const envelope_meta& meta, Call& call, bool sole_caller, call_failure& why) noexcept {
-        std::optional<tracking_guard> pins;
-        if (!track_.is_empty()) {
-            pins.emplace(track_.slot());
-            if (pins->is_expired()) {
-                expire();
-                return outcome_kind::skipped;
-            }
+    outcome_kind announced(const envelope_meta& meta, Call& call, call_failure& why) noexcept {
+        thread_slot* me = current_slot;
+        if (me == nullptr || me->calls == thread_slot::depth) {
+            return guarded(meta, call, why);
         }
+        auto& entry = me->calling[me->calls++];
+        entry.store(this, std::memory_order_relaxed);
+        fences::light();
+        outcome_kind result = outcome_kind::skipped;
+        if (!is_closed()) {
+            result = call_entered(meta, call, caller::announced, why, me->index);
+        }
+        entry.store(nullptr, std::memory_order_release);
+        --me->calls;
+        return result;
+    }
+
+    /// Runs `call` (which returns true for success, or false after storing the handler's
+    /// non-ack outcome in its argument) for a caller that holds the gate or announced the
+    /// call; `shard` is the announcing thread's slot index.
+    template <class Call>
+    outcome_kind call_entered(const envelope_meta& meta, Call& call, caller who, call_failure& why,
+                              std::uint32_t shard = 0) noexcept {
+        if (!track_.is_empty()) {
+            return call_tracked(meta, call, who, why, shard);
+        }
+        return run_call(meta, call, who, why, shard);
+    }
+
+    /// The call itself, its counting and its failure report.
+    template <class Call>
+    outcome_kind run_call(const envelope_meta& meta, Call& call, caller who, call_failure& why,
+                          std::uint32_t shard) noexcept {
         bool acked = false;
         {
-            frame_scope frame(this, bus_);
+            frame_scope frame(this, bus_, who != caller::announced);
             try {
                 acked = call(why.told);
             } catch (...) {
@@ -153,12 +211,32 @@ protected:
             report(meta, why);
             return outcome_kind::failed;
         }
-        if (sole_caller) {
+        switch (who) {
+        case caller::strand:
             stats_->delivered.store(stats_->delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        } else {
+            break;
+        case caller::announced:
+            stats_->count_inline(shard);
+            break;
+        case caller::any:
             stats_->delivered.fetch_add(1, std::memory_order_relaxed);
+            break;
         }
         return outcome_kind::handled;
+    }
+
+    /// `call_entered` for a subscription with tracked objects: they are locked for the
+    /// call, and one that died closes the subscription. (Kept apart so the untracked
+    /// path does not reserve, and zero, the guard's storage on every call.)
+    template <class Call>
+    [[gnu::noinline]] outcome_kind call_tracked(const envelope_meta& meta, Call& call, caller who, call_failure& why,
+                                                std::uint32_t shard) noexcept {
+        const tracking_guard pins(track_.slot());
+        if (pins.is_expired()) {
+            expire();
+            return outcome_kind::skipped;
+        }
+        return run_call(meta, call, who, why, shard);
     }
 
     void report(const envelope_meta& meta, const call_failure& why) noexcept {
@@ -205,11 +283,16 @@ private:
     static constexpr std::uint32_t closed_bit = 1U << 31U;
     static constexpr std::uint32_t count_mask = closed_bit - 1U;
 
+    /// Waits for the calls that hold the gate (except this thread's own), then for the
+    /// inline calls announced on other threads.
     void wait_idle() const noexcept {
-        const std::uint32_t own = frames_of(this);
+        const std::uint32_t own = gated_frames_of(this);
         for (auto v = gate_.load(std::memory_order_acquire); (v & count_mask) > own;
              v = gate_.load(std::memory_order_acquire)) {
             gate_.wait(v, std::memory_order_acquire);
+        }
+        if (mode == delivery::immediate) {
+            wait_for_inline_calls(this);
         }
     }
 
@@ -290,7 +373,7 @@ public:
     void deliver_inline(envelope<event_type>& env, publish_result& result) noexcept {
         call_failure why;
         auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
-        switch (guarded(meta_of(env), call, why)) {
+        switch (announced(meta_of(env), call, why)) {
         case outcome_kind::handled:
             ++result.handled_inline;
             break;
@@ -479,7 +562,7 @@ private:
         } else {
             call_failure why;
             auto call = [&](std::optional<outcome>& told) { return invoke(env, !retrying, told); };
-            const outcome_kind result = call_entered(meta_of(env), call, strand, why);
+            const outcome_kind result = call_entered(meta_of(env), call, strand ? caller::strand : caller::any, why);
             if (result == outcome_kind::skipped) {
                 count_discarded();
             } else if constexpr (retrying) {

@@ -92,7 +92,7 @@ public:
         : topic_core(topic_name_v<T>, owner, id_prefix), subscribers_(std::make_shared<const list>()) {}
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
-    [[nodiscard]] std::shared_ptr<const list> snapshot() const noexcept { return subscribers_.load(); }
+    [[nodiscard]] std::shared_ptr<const list> snapshot() const { return subscribers_.copy(); }
 
     /// The publish path (see `basic_bus::publish`). `inherited_slot` >= 0 publishes on
     /// behalf of a delivery that holds that drain slot (a dead letter): it is accepted
@@ -113,7 +113,9 @@ public:
         }
 
         publish_result result;
-        const auto subscribers = snapshot();
+        // Read without touching a reference count: the snapshot is announced in this
+        // thread's slot until the publish returns.
+        const typename snapshot_cell<list>::reader subscribers(subscribers_);
         const list& subs = *subscribers;
         const bool individually = subs.counted_individually();
         // Only deliveries that may outlive this call are counted for drain(). Without
@@ -196,14 +198,14 @@ public:
 
     void add(std::shared_ptr<subscriber_type> joining) {
         std::lock_guard lock(mutex_);
-        auto next = std::make_shared<list>(*subscribers_.load());
+        auto next = std::make_shared<list>(*subscribers_.copy());
         next->add(std::move(joining));
         subscribers_.store(std::move(next));
     }
 
     void remove(const subscriber_base& gone) override {
         std::lock_guard lock(mutex_);
-        const auto current = subscribers_.load();
+        const auto current = subscribers_.copy();
         const auto& items = current->items;
         if (std::none_of(items.begin(), items.end(), [&](const auto& s) { return s.get() == &gone; })) {
             return;
