@@ -389,11 +389,9 @@ public:
         out.topics = all.size();
         for (const auto& topic : all) {
             out.published += topic->sequence.load(std::memory_order_relaxed);
-            sum += topic->retired();
-            for (const auto& subscriber : topic->subscribers()) {
-                sum += subscriber->counters();
-                out.subscribers += subscriber->is_closed() ? 0U : 1U;
-            }
+            const auto tally = topic->count_all();
+            sum += tally.counters;
+            out.subscribers += tally.open;
             const auto kept = topic->dead_letters_kept();
             out.dead_letters_stored += kept.stored;
             out.dead_letters_evicted += kept.evicted;

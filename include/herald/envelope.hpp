@@ -1,14 +1,18 @@
 // The envelope: an event plus the metadata every delivery carries (CloudEvents-like).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace herald {
 
@@ -47,7 +51,78 @@ struct origin {
     std::uint64_t id_prefix = 0;
 };
 
+/// Numbers the origins alive in the process, so that an envelope names its origin in 32
+/// bits instead of a pointer (which keeps the envelope's metadata at 56 bytes). Lookups
+/// are lock-free; registration, which happens once per topic and bus, takes a mutex.
+/// A number is reused after its topic state is gone (envelopes say their topic and
+/// source are valid only while the bus exists).
+class origin_table {
+public:
+    /// The process's table; never destroyed, so envelopes may be read during exit.
+    static origin_table& instance() {
+        static origin_table* const table = new origin_table;
+        return *table;
+    }
+
+    /// Registers `where` (which must stay put until `remove`). Throws
+    /// std::length_error when 2^20 origins are alive at once.
+    [[nodiscard]] std::uint32_t add(const origin* where) {
+        std::lock_guard lock(mutex_);
+        std::uint32_t index = 0;
+        if (!free_.empty()) {
+            index = free_.back();
+            free_.pop_back();
+        } else {
+            if (next_ == chunk_size * max_chunks) {
+                throw std::length_error("herald: more than 2^20 topic states alive at once");
+            }
+            index = next_++;
+            auto& chunk = chunks_[index / chunk_size];
+            if (chunk.load(std::memory_order_relaxed) == nullptr) {
+                chunk.store(new std::atomic<const origin*>[chunk_size](), std::memory_order_release);
+            }
+        }
+        chunks_[index / chunk_size].load(std::memory_order_relaxed)[index % chunk_size].store(
+            where, std::memory_order_release);
+        return index;
+    }
+
+    /// Frees a number for reuse.
+    void remove(std::uint32_t index) noexcept {
+        std::lock_guard lock(mutex_);
+        chunks_[index / chunk_size].load(std::memory_order_relaxed)[index % chunk_size].store(
+            nullptr, std::memory_order_relaxed);
+        try {
+            free_.push_back(index);
+        } catch (...) {
+            // Out of memory: the number is not reused.
+        }
+    }
+
+    /// The origin registered under `index`. Lock-free.
+    [[nodiscard]] const origin& at(std::uint32_t index) const noexcept {
+        return *chunks_[index / chunk_size].load(std::memory_order_acquire)[index % chunk_size].load(
+            std::memory_order_acquire);
+    }
+
+private:
+    origin_table() { (void)add(&none_); }
+
+    static constexpr std::uint32_t chunk_size = 1024;
+    static constexpr std::uint32_t max_chunks = 1024;
+
+    std::atomic<std::atomic<const origin*>*> chunks_[max_chunks]{};
+    std::mutex mutex_;
+    std::vector<std::uint32_t> free_;
+    std::uint32_t next_ = 0;
+    /// Number 0: what an envelope that never came from a bus names.
+    const origin none_{};
+};
+
 struct envelope_access;
+
+/// The most attempts a retrying policy may allow (the envelope counts them in 16 bits).
+inline constexpr std::uint32_t max_attempts_limit = 65535;
 } // namespace detail
 
 /// What a handler receives: the event and its metadata. Handlers may take
@@ -78,9 +153,11 @@ public:
     /// When the event was published, by the bus's clock.
     [[nodiscard]] time_point time() const noexcept { return time_; }
     /// Name of the topic it was published on (CloudEvents `type`).
-    [[nodiscard]] std::string_view topic() const noexcept { return origin_->topic; }
+    [[nodiscard]] std::string_view topic() const noexcept { return detail::origin_table::instance().at(origin_).topic; }
     /// The publishing bus's source string (CloudEvents `source`).
-    [[nodiscard]] std::string_view source() const noexcept { return origin_->source; }
+    [[nodiscard]] std::string_view source() const noexcept {
+        return detail::origin_table::instance().at(origin_).source;
+    }
     /// 1 for the first delivery; retrying policies count redeliveries up from there.
     [[nodiscard]] std::uint32_t attempt() const noexcept { return attempt_; }
     /// Id of the event that caused this one, if the publisher gave one; nil otherwise.
@@ -94,16 +171,17 @@ private:
     friend struct detail::envelope_access;
 
     template <class... Args>
-    explicit envelope(const detail::origin* from, std::in_place_t, Args&&... args)
+    explicit envelope(std::uint32_t from, std::in_place_t, Args&&... args)
         : event_(std::forward<Args>(args)...), origin_(from) {}
 
+    // 56 bytes of metadata: an event waiting in a queue costs its size plus these.
     Event event_;
     event_id id_{};
     event_id correlation_{};
     std::uint64_t sequence_ = 0;
     time_point time_{};
-    const detail::origin* origin_ = nullptr;
-    std::uint32_t attempt_ = 1;
+    std::uint32_t origin_ = 0; // number in detail::origin_table
+    std::uint16_t attempt_ = 1;
     std::uint8_t priority_ = 0;
     // Which drain epoch the queued copy is counted in; internal bookkeeping.
     std::uint8_t epoch_ = 0;
@@ -113,7 +191,7 @@ namespace detail {
 /// The bus's back door to the envelope's private state.
 struct envelope_access {
     template <class Event, class... Args>
-    static envelope<Event> make(const origin* from, Args&&... args) {
+    static envelope<Event> make(std::uint32_t from, Args&&... args) {
         return envelope<Event>(from, std::in_place, std::forward<Args>(args)...);
     }
     template <class Event>
@@ -124,9 +202,10 @@ struct envelope_access {
         env.time_ = time;
         env.correlation_ = correlation;
     }
+    /// Policies allow at most `max_attempts_limit` attempts, so the count fits.
     template <class Event>
     static void set_attempt(envelope<Event>& env, std::uint32_t attempt) noexcept {
-        env.attempt_ = attempt;
+        env.attempt_ = static_cast<std::uint16_t>(attempt);
     }
     template <class Event>
     static void set_priority(envelope<Event>& env, std::uint8_t level) noexcept {

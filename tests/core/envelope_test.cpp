@@ -7,6 +7,7 @@
 #include <chrono>
 #include <optional>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -53,6 +54,36 @@ TEST_CASE("event ids are unique across topics and buses, sequences count per top
         }
     }
     CHECK(ids.size() == 400);
+}
+
+TEST_CASE("an envelope's topic and source stay right while other buses come and go") {
+    // Envelopes name their origin by a number that is reused once its bus is gone; the
+    // numbers of live buses must never be confused with one another.
+    herald::bus kept{{.source = "kept", .workers = 1}};
+    std::optional<herald::envelope<test::order_placed>> seen;
+    auto sub = kept.subscribe<test::refunds>([&](const herald::envelope<test::order_placed>& e) { seen = e; },
+                                             {.mode = herald::inline_delivery});
+    for (int round = 0; round < 50; ++round) {
+        herald::bus passing{{.source = "passing-" + std::to_string(round), .workers = 1}};
+        std::optional<herald::envelope<test::order_placed>> other;
+        auto s = passing.subscribe<test::orders>([&](const herald::envelope<test::order_placed>& e) { other = e; },
+                                                 {.mode = herald::inline_delivery});
+        (void)passing.publish<test::orders>({"x", 1});
+        (void)kept.publish<test::refunds>({"y", 2});
+        REQUIRE(other);
+        REQUIRE(seen);
+        CHECK(other->topic() == "test::orders");
+        CHECK(other->source() == "passing-" + std::to_string(round));
+        CHECK(seen->topic() == "shop.refunds");
+        CHECK(seen->source() == "kept");
+    }
+}
+
+TEST_CASE("an envelope adds at most 56 bytes to its event") {
+    // The queue-overhead target (64 bytes per waiting event, docs/performance.md) leaves
+    // moodycamel a few bytes per element beyond this.
+    CHECK(sizeof(herald::envelope<std::uint64_t>) - sizeof(std::uint64_t) <= 56);
+    CHECK(sizeof(herald::envelope<test::tick>) - sizeof(test::tick) <= 56);
 }
 
 TEST_CASE("event_id prints as 32 hex digits") {

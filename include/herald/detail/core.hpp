@@ -27,6 +27,15 @@ inline std::uint64_t mix64(std::uint64_t x) noexcept {
     return x ^ (x >> 31U);
 }
 
+/// Tells the CPU this thread is spin-waiting (x86 `pause`, ARM `yield`).
+inline void cpu_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
 /// The part of a bus that subscribers and topics reach during delivery. It lives as long
 /// as the bus, and no worker runs after the bus has stopped its executors.
 struct bus_core {
@@ -168,12 +177,56 @@ struct subscriber_counters {
     }
 };
 
+/// A subscriber's live counters, in their own block so the subscription handle can read
+/// them after the subscriber itself is gone.
+struct counter_block {
+    /// Inline deliveries are counted by the publishing thread in the shard of its slot
+    /// index, with a plain load and store (each shard has one writer at a time); threads
+    /// whose index is past the shards use `delivered`.
+    static constexpr std::size_t shards = 8;
+    struct alignas(64) shard {
+        std::atomic<std::uint64_t> delivered{0};
+    };
+
+    std::atomic<std::uint64_t> delivered{0};
+    std::atomic<std::uint64_t> failed{0};
+    std::atomic<std::uint64_t> discarded{0};
+    std::atomic<std::uint64_t> retried{0};
+    std::atomic<std::uint64_t> dead_lettered{0};
+    std::atomic<std::uint64_t> expired{0};
+
+    shard inline_delivered[shards];
+
+    /// One inline delivery by the thread whose slot index is `index`.
+    void count_inline(std::uint32_t index) noexcept {
+        if (index < shards) {
+            auto& cell = inline_delivered[index].delivered;
+            cell.store(cell.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+            delivered.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    [[nodiscard]] subscriber_counters read() const noexcept {
+        std::uint64_t all_delivered = delivered.load(std::memory_order_relaxed);
+        for (const auto& s : inline_delivered) {
+            all_delivered += s.delivered.load(std::memory_order_relaxed);
+        }
+        return {all_delivered,
+                failed.load(std::memory_order_relaxed),
+                discarded.load(std::memory_order_relaxed),
+                retried.load(std::memory_order_relaxed),
+                dead_lettered.load(std::memory_order_relaxed),
+                expired.load(std::memory_order_relaxed)};
+    }
+};
+
 /// The untyped part of a topic: identity, sequence numbers, in-flight counters.
 class topic_core : public std::enable_shared_from_this<topic_core> {
 public:
     topic_core(std::string_view topic_name, bus_core& owner, std::uint64_t id_prefix)
         : bus(&owner), where{topic_name, owner.source, id_prefix} {}
-    virtual ~topic_core() = default;
+    virtual ~topic_core() { origin_table::instance().remove(where_number); }
     topic_core(const topic_core&) = delete;
     topic_core& operator=(const topic_core&) = delete;
 
@@ -216,17 +269,48 @@ public:
         in_flight[slot].fetch_add(count, std::memory_order_seq_cst);
     }
 
-    /// Folds in the counters of a subscriber that is gone.
-    void retire(const subscriber_counters& c) noexcept {
-        std::lock_guard lock(retired_mutex_);
-        retired_ += c;
+    /// What the topic's subscribers counted, and how many are open.
+    struct tally {
+        subscriber_counters counters;
+        std::size_t open = 0;
+    };
+    /// Sums the counters of current and departed subscribers, consistently with
+    /// concurrent unsubscribes (a subscriber is in exactly one of the two sets).
+    [[nodiscard]] virtual tally count_all() const = 0;
+
+protected:
+    /// Keeps the counters of a subscriber that left the list (called under the topic's
+    /// writer mutex, with the removal). They are read live while anyone else holds the
+    /// block (the subscriber's last queued events may still be counted as discarded),
+    /// then folded into a plain sum.
+    void depart(std::shared_ptr<const counter_block> block) noexcept {
+        try {
+            departed_.reserve(departed_.size() + 1);
+        } catch (...) {
+            folded_ += block->read(); // out of memory: a snapshot of them, not live
+            return;
+        }
+        departed_.push_back(std::move(block));
     }
 
-    /// The counters of subscribers that are gone.
-    [[nodiscard]] subscriber_counters retired() const noexcept {
-        std::lock_guard lock(retired_mutex_);
-        return retired_;
+    /// The counters of departed subscribers; call under the topic's writer mutex.
+    [[nodiscard]] subscriber_counters departed() const noexcept {
+        subscriber_counters sum = folded_;
+        std::size_t kept = 0;
+        for (auto& block : departed_) {
+            if (block.use_count() == 1) {
+                folded_ += block->read(); // final: the subscriber and its handle are gone
+                sum += block->read();
+            } else {
+                sum += block->read();
+                departed_[kept++] = std::move(block);
+            }
+        }
+        departed_.resize(kept);
+        return sum;
     }
+
+public:
 
     /// One delivery of the slot is finished (handled, failed, discarded or dropped).
     void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1); }
@@ -249,12 +333,14 @@ public:
 
     bus_core* const bus;
     const origin where;
+    /// `where`'s number, which envelopes carry.
+    const std::uint32_t where_number = origin_table::instance().add(&where);
     alignas(64) std::atomic<std::uint64_t> sequence{0};
     alignas(64) std::atomic<std::int64_t> in_flight[2]{};
 
 private:
-    mutable std::mutex retired_mutex_;
-    subscriber_counters retired_;
+    mutable std::vector<std::shared_ptr<const counter_block>> departed_;
+    mutable subscriber_counters folded_;
 };
 
 } // namespace herald::detail

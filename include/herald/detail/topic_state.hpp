@@ -149,7 +149,7 @@ public:
         } guard{individually ? this : nullptr, slot};
 
         const std::uint64_t sequence = this->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-        auto env = envelope_access::make<event_type>(&where, std::forward<V>(value));
+        auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it).
@@ -218,6 +218,18 @@ public:
             }
         }
         subscribers_.store(std::move(next));
+        depart(gone.counter_handle());
+    }
+
+    [[nodiscard]] tally count_all() const override {
+        std::lock_guard lock(mutex_);
+        tally out;
+        out.counters = departed();
+        for (const auto& s : subscribers_.copy()->items) {
+            out.counters += s->counters();
+            out.open += s->is_closed() ? 0U : 1U;
+        }
+        return out;
     }
 
     [[nodiscard]] std::vector<std::shared_ptr<subscriber_base>> subscribers() const override {
@@ -304,7 +316,7 @@ private:
         store_->push_back(std::move(letter));
     }
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     snapshot_cell<list> subscribers_;
     // Only used when has_dead_letters; a few idle words otherwise.
     dead_letter_state* dead_letters_ = nullptr;

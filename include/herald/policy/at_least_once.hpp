@@ -13,6 +13,7 @@ namespace herald {
 template <std::uint32_t Attempts>
 struct max_attempts {
     static_assert(Attempts >= 1, "herald::max_attempts: at least one attempt");
+    static_assert(Attempts <= 65535, "herald::max_attempts: at most 65535 attempts");
     static constexpr std::uint32_t value = Attempts;
 };
 
