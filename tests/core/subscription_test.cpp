@@ -1,3 +1,4 @@
+#include "support/blocking.hpp"
 #include "support/events.hpp"
 
 #include <doctest/doctest.h>
@@ -52,34 +53,13 @@ TEST_CASE("default subscription names number the subscribers of a topic") {
 
 TEST_CASE("after unsubscribe returns, the handler is not running and never runs again") {
     herald::bus bus{{.workers = 2}};
-    std::binary_semaphore entered{0};
-    std::binary_semaphore release{0};
-    std::atomic<bool> running{false};
-    std::atomic<int> calls{0};
-    auto sub = bus.subscribe<test::orders>([&](const test::order_placed&) {
-        running = true;
-        ++calls;
-        entered.release();
-        release.acquire();
-        running = false;
-    });
+    test::blocking_call call;
+    auto sub = bus.subscribe<test::orders>(call.handler<test::order_placed>());
     (void)bus.publish<test::orders>({"a", 1});
     (void)bus.publish<test::orders>({"b", 1}); // queued behind the running call
-    entered.acquire();
-
-    std::atomic<bool> unsubscribed{false};
-    std::thread unsubscriber([&] {
-        sub.unsubscribe();
-        unsubscribed = true;
-        CHECK_FALSE(running.load());
-    });
-    std::this_thread::sleep_for(20ms);
-    CHECK_FALSE(unsubscribed.load()); // still waiting for the running call
-    release.release();
-    unsubscriber.join();
-    CHECK(unsubscribed.load());
+    test::check_unsubscribe_waits(sub, call);
     bus.drain();
-    CHECK(calls == 1); // the queued event was discarded, not delivered
+    CHECK(call.calls == 1); // the queued event was discarded, not delivered
     CHECK(bus.stats().discarded == 1);
 }
 

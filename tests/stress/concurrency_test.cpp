@@ -11,17 +11,7 @@
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int events_per_publisher = 3000;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int events_per_publisher = 3000;
-#else
-constexpr int events_per_publisher = 20000;
-#endif
-#else
-constexpr int events_per_publisher = 20000;
-#endif
+constexpr int events_per_publisher = test::scaled(20000, 3000);
 constexpr int publishers = 4;
 
 /// Counts how often each (publisher, value) reached one subscriber, and whether one

@@ -3,6 +3,7 @@
 // subscribe/unsubscribe look there. These tests attack that scheme: lists replaced while
 // publishers (nested deeper than the slot has entries) read them, unsubscribe racing with
 // inline calls on other threads, and exact counts from many publishing threads.
+#include "support/blocking.hpp"
 #include "support/events.hpp"
 
 #include <doctest/doctest.h>
@@ -10,25 +11,12 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <semaphore>
 #include <thread>
 #include <vector>
 
-using namespace std::chrono_literals;
-
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int chains_per_publisher = 300;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int chains_per_publisher = 300;
-#else
-constexpr int chains_per_publisher = 3000;
-#endif
-#else
-constexpr int chains_per_publisher = 3000;
-#endif
+constexpr int chains_per_publisher = test::scaled(3000, 300);
 
 /// A handler's captured state that counts how many copies of it are alive, so a test
 /// can tell whether replaced subscriber lists (which own the handlers) were freed.
@@ -109,36 +97,13 @@ TEST_CASE("subscriber lists replaced under nested publishers stay valid and are 
 
 TEST_CASE("unsubscribe waits for an inline call running on another thread") {
     herald::bus bus{{.workers = 1}};
-    std::binary_semaphore entered{0};
-    std::binary_semaphore release{0};
-    std::atomic<bool> running{false};
-    std::atomic<int> calls{0};
-    auto sub = bus.subscribe<test::orders>(
-        [&](const test::order_placed&) {
-            running = true;
-            ++calls;
-            entered.release();
-            release.acquire();
-            running = false;
-        },
-        {.mode = herald::inline_delivery});
-
+    test::blocking_call call;
+    auto sub = bus.subscribe<test::orders>(call.handler<test::order_placed>(), {.mode = herald::inline_delivery});
     std::thread publisher([&] { (void)bus.publish<test::orders>({"a", 1}); });
-    entered.acquire();
-    std::atomic<bool> unsubscribed{false};
-    std::thread unsubscriber([&] {
-        sub.unsubscribe();
-        unsubscribed = true;
-        CHECK_FALSE(running.load());
-    });
-    std::this_thread::sleep_for(20ms);
-    CHECK_FALSE(unsubscribed.load()); // still waiting for the call on the publisher's thread
-    release.release();
-    unsubscriber.join();
+    test::check_unsubscribe_waits(sub, call); // the call runs on the publisher's thread
     publisher.join();
-    CHECK(unsubscribed.load());
     (void)bus.publish<test::orders>({"b", 1});
-    CHECK(calls == 1);
+    CHECK(call.calls == 1);
 }
 
 TEST_CASE("inline deliveries from many threads are counted exactly") {

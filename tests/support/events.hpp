@@ -66,4 +66,20 @@ bool eventually(Pred done, std::chrono::milliseconds limit = std::chrono::second
     return true;
 }
 
+/// True in sanitizer builds, which run an order of magnitude slower.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
+/// A stress test's load: `full` normally, `reduced` under a sanitizer.
+constexpr int scaled(int full, int reduced) { return sanitized ? reduced : full; }
+
 } // namespace test
