@@ -3,6 +3,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+
 #include <herald/subscription.hpp>
 
 #include <atomic>

@@ -311,7 +311,6 @@ protected:
     }
 
 public:
-
     /// One delivery of the slot is finished (handled, failed, discarded or dropped).
     void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1); }
 

@@ -396,8 +396,7 @@ public:
             // instructions once per chunk instead of once per event.
             chunk_buffer chunk;
             while (done < static_cast<std::int64_t>(Traits::batch_size)) {
-                const std::size_t want =
-                    std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(done));
+                const std::size_t want = std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(done));
                 const std::size_t got = queue_[0]->try_dequeue_bulk(*consumer_[0], chunk.output(), want);
                 if (got == 0) {
                     break;
