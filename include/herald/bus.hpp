@@ -24,6 +24,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -84,11 +86,13 @@ struct republish_options {
 
 /// Totals over the bus's life; each field is read atomically, the set is not a snapshot.
 struct bus_stats {
-    std::uint64_t published = 0;              ///< events accepted
-    std::uint64_t rejected = 0;               ///< publishes refused because the bus was stopping
-    std::uint64_t delivered = 0;              ///< handler calls that returned normally
-    std::uint64_t failed = 0;                 ///< handler or filter calls that threw
-    std::uint64_t discarded = 0;              ///< queued deliveries dropped because the subscriber left
+    std::uint64_t published = 0; ///< events accepted
+    std::uint64_t rejected = 0;  ///< publishes refused because the bus was stopping
+    std::uint64_t delivered = 0; ///< handler calls that returned normally
+    /// Failed deliveries: the handler threw or returned a failure, the filter threw, the
+    /// subscriber's copy of the event could not be made, or its executor refused the work.
+    std::uint64_t failed = 0;
+    std::uint64_t discarded = 0;              ///< deliveries dropped because the subscriber left or its owner died
     std::uint64_t dropped = 0;                ///< queued deliveries dropped by `shutdown(discard)`
     std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
     std::uint64_t retried = 0;                ///< retries scheduled (at-least-once topics)
@@ -173,6 +177,7 @@ class basic_bus {
                   "herald: Traits::clock must produce std::chrono::system_clock::time_point (envelope times are "
                   "wall-clock)");
     static_assert(Traits::batch_size > 0, "herald: Traits::batch_size must be at least 1");
+    static_assert(Traits::max_publish_depth > 0, "herald: Traits::max_publish_depth must be at least 1");
 
 public:
     using traits_type = Traits;
@@ -199,6 +204,12 @@ public:
     basic_bus& operator=(const basic_bus&) = delete;
 
     /// Delivers everything accepted, then stops (`shutdown(herald::drain)`).
+    ///
+    /// Like any object, a bus must not be destroyed while another thread may still call
+    /// it: the caller makes sure that no thread is inside (or about to enter) `publish`,
+    /// `subscribe` or any other member except from the bus's own handlers, which the
+    /// destructor waits for. Builds without `NDEBUG` notice a `publish` still running on
+    /// another thread once the bus has stopped, print a diagnostic and abort.
     ~basic_bus() {
         try {
             shutdown(shutdown_mode::drain);
@@ -206,6 +217,12 @@ public:
             // Only reachable when destroyed inside one of its own handlers: a bug in the
             // caller that we cannot repair here.
         }
+#ifndef NDEBUG
+        if (core_.publishing.load(std::memory_order_seq_cst) != 0) {
+            std::fputs("herald: a bus was destroyed while another thread was inside publish() on it\n", stderr);
+            std::abort();
+        }
+#endif
     }
 
     /// Publishes `value` on topic `T`.
@@ -213,12 +230,23 @@ public:
     /// Inline subscribers run before this returns, on this thread; async subscribers get
     /// their own copy queued. Never blocks on other publishers or on handlers (except the
     /// inline ones it runs). After shutdown the event is rejected: the result says
-    /// `publish_status::stopped` and nobody sees it. Throws `usage_error` for a priority
-    /// the topic does not have, otherwise only `std::bad_alloc`.
+    /// `publish_status::stopped` and nobody sees it.
+    ///
+    /// Exceptions: if making the bus's copy of `value` throws (its copy or move
+    /// constructor, `std::bad_alloc`), that exception leaves `publish` and nothing
+    /// happened: no subscriber saw the event and no sequence number was used. Throws
+    /// `usage_error` for a priority the topic does not have, and past
+    /// `Traits::max_publish_depth` nested publishes on this thread, also before anything
+    /// happens. Once the bus has its copy, the event is accepted and `publish` does not
+    /// throw: a subscriber whose own copy cannot be made has a failed delivery (reported,
+    /// counted, `publish_result::failed_to_queue`) and the others still get the event.
     /// Cost: O(number of subscribers of T); independent of the number of topics.
     template <topic_type T, class V = typename T::event_type>
     publish_result publish(V&& value, publish_options options = {}) {
         static_assert(detail::check_publish<T, typename T::event_type, V>::value);
+#ifndef NDEBUG
+        const detail::usage_count in_publish(core_.publishing);
+#endif
         return topic_of<T>().publish(std::forward<V>(value), options);
     }
 

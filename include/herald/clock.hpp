@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -35,6 +36,25 @@ public:
     virtual void unwatch(std::uint64_t /*token*/) noexcept {}
 };
 
+namespace detail {
+/// `from + by`, clamped to `[time_point::min(), time_point::max()]` instead of
+/// overflowing: a wait of `nanoseconds::max()` ends at `time_point::max()`, "never" for
+/// every real clock. Constant-time, no UB for any inputs.
+[[nodiscard]] constexpr clock_source::time_point saturating_add(clock_source::time_point from,
+                                                                clock_source::duration by) noexcept {
+    using rep = clock_source::duration::rep;
+    const rep start = from.time_since_epoch().count();
+    const rep step = by.count();
+    if (step > 0 && start > std::numeric_limits<rep>::max() - step) {
+        return clock_source::time_point::max();
+    }
+    if (step < 0 && start < std::numeric_limits<rep>::min() - step) {
+        return clock_source::time_point::min();
+    }
+    return from + by;
+}
+} // namespace detail
+
 /// `std::chrono::steady_clock`. Stateless; share one instance freely.
 class steady_clock_source final : public clock_source {
 public:
@@ -63,31 +83,19 @@ public:
     [[nodiscard]] bool is_manual() const noexcept override { return true; }
 
     /// Moves the time forward by `step` (negative steps throw `std::invalid_argument`)
-    /// and fires the timers that became due.
+    /// and fires the timers that became due. Time saturates: a step past the end of the
+    /// clock leaves `now()` at `time_point::max()` (firing every timer due by then, those
+    /// due at `max()` included), and later steps keep it there. It never wraps around.
     void advance(duration step) {
         if (step < duration::zero()) {
             throw std::invalid_argument("herald::manual_clock::advance: time cannot go backwards");
         }
-        std::lock_guard advancing(advance_mutex_);
-        time_point now;
-        std::vector<std::shared_ptr<watcher>> targets;
-        {
-            std::lock_guard lock(mutex_);
-            now_ += step;
-            now = now_;
-            targets = watchers_;
-        }
-        for (const auto& w : targets) {
-            w->on_advance(now);
-        }
+        move([step](time_point from) { return detail::saturating_add(from, step); }, true);
     }
 
-    /// Moves the time to `when` if it is later than now.
+    /// Moves the time to `when` if it is later than now (otherwise does nothing).
     void advance_to(time_point when) {
-        const time_point current = now();
-        if (when > current) {
-            advance(when - current);
-        }
+        move([when](time_point from) { return when > from ? when : from; }, false);
     }
 
     std::uint64_t watch(std::function<void(time_point)> on_advance) override {
@@ -104,6 +112,29 @@ public:
     }
 
 private:
+    /// Sets the time to `target(now)` and tells the watchers, all under `advance_mutex_`
+    /// (so concurrent moves are serialised and never undo each other). With `always`
+    /// false, a target that is not later than now changes nothing and tells nobody.
+    template <class Target>
+    void move(Target target, bool always) {
+        std::lock_guard advancing(advance_mutex_);
+        time_point now;
+        std::vector<std::shared_ptr<watcher>> targets;
+        {
+            std::lock_guard lock(mutex_);
+            const time_point next = target(now_);
+            if (!always && next <= now_) {
+                return;
+            }
+            now_ = next;
+            now = now_;
+            targets = watchers_;
+        }
+        for (const auto& w : targets) {
+            w->on_advance(now);
+        }
+    }
+
     struct watcher {
         std::uint64_t token;
         std::function<void(time_point)> on_advance;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 
 namespace herald {
 
@@ -22,6 +23,13 @@ struct default_bus_traits {
     /// (blocks are recycled, so a steady load stops allocating). Small by default,
     /// because every async subscriber has its own queue.
     static constexpr std::size_t initial_queue_capacity = 64;
+
+    /// How many publishes may nest on one thread (an inline handler publishing, whose
+    /// inline handler publishes, ...). Each level costs roughly a kilobyte of stack; the
+    /// publish one level deeper throws `herald::usage_error` before anything happens, so
+    /// a cycle of inline handlers ends in a reported handler failure, not a stack
+    /// overflow. Publishes from async handlers start again at depth 1.
+    static constexpr std::uint32_t max_publish_depth = 64;
 };
 
 } // namespace herald

@@ -49,6 +49,10 @@ struct [[nodiscard]] publish_result {
     std::uint32_t handled_inline = 0;  ///< inline handlers that ran and returned normally
     std::uint32_t failed_inline = 0;   ///< inline handlers that failed (reported, counted)
     std::uint32_t retrying_inline = 0; ///< of those, how many will be retried (at-least-once topics)
+    /// Async subscribers the event could not be queued for because making their copy
+    /// threw (a throwing copy constructor, `std::bad_alloc`): each is reported to the
+    /// error handler and counted as a failed delivery of that subscriber.
+    std::uint32_t failed_to_queue = 0;
 
     /// True when the bus accepted the event.
     [[nodiscard]] constexpr bool accepted() const noexcept { return status == publish_status::accepted; }

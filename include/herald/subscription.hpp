@@ -15,6 +15,7 @@ struct subscription_stats {
     std::uint64_t delivered = 0;     ///< handler calls that returned normally
     std::uint64_t failed = 0;        ///< handler (or filter) calls that threw or returned a failure
     std::uint64_t discarded = 0;     ///< queued events dropped because it had unsubscribed
+    std::uint64_t dropped = 0;       ///< queued events dropped by `shutdown(herald::discard)`
     std::uint64_t retried = 0;       ///< retries scheduled after failures (at-least-once topics)
     std::uint64_t dead_lettered = 0; ///< events that ended as dead letters
     std::uint64_t expired = 0;       ///< queued events whose time-to-live ran out (priority topics)
@@ -24,9 +25,12 @@ struct subscription_stats {
 ///
 /// Guarantee: once `unsubscribe()` (or the destructor) returns, the handler is not
 /// running and will never be entered again, on any thread. Called from inside the
-/// handler itself, it returns without waiting for that running call. A subscription may
-/// outlive its bus: it is then simply disconnected. Thread safety: distinct subscription
-/// objects may be used concurrently; one object is not synchronised (like `std::thread`).
+/// handler itself, it returns without waiting for that running call (and, from inside
+/// any handler, filter or error handler of the bus, it stops waiting rather than
+/// deadlock when another thread waits for this thread's running call). A subscription
+/// may outlive its bus: it is then simply disconnected. Thread safety: distinct
+/// subscription objects may be used concurrently; one object is not synchronised (like
+/// `std::thread`), except that `unsubscribe()` may be called on it concurrently.
 class [[nodiscard]] subscription {
 public:
     /// A subscription that is not connected to anything.
@@ -52,12 +56,14 @@ public:
     ~subscription() { unsubscribe(); }
 
     /// Ends delivery (see the class comment for the guarantee). Idempotent; a no-op on an
-    /// empty or already-disconnected subscription, or after the bus is gone.
+    /// empty or already-disconnected subscription, or after the bus is gone. Unlike the
+    /// other members, it may be called on one object from several threads at once (the
+    /// running calls of a concurrent handler unsubscribing their own subscription).
     void unsubscribe() noexcept {
+        // Only reads the handle (no reset), so concurrent calls on one object are safe.
         if (auto s = subscriber_.lock()) {
             s->unsubscribe();
         }
-        subscriber_.reset();
     }
 
     /// Gives up ownership: the subscription stays active until the bus shuts down (or a
@@ -68,10 +74,11 @@ public:
         return std::move(name_);
     }
 
-    /// True while events can still reach the handler.
+    /// True while events can still reach the handler: false once unsubscribed, once the
+    /// bus shut down, and as soon as a tracked object has died (which disconnects it).
     [[nodiscard]] bool is_connected() const noexcept {
         auto s = subscriber_.lock();
-        return s && !s->is_closed();
+        return s && s->is_live();
     }
 
     /// The subscription's name (given in the options or generated).
@@ -84,7 +91,7 @@ public:
             return {};
         }
         const auto c = counters_->read();
-        return {c.delivered, c.failed, c.discarded, c.retried, c.dead_lettered, c.expired};
+        return {c.delivered, c.failed, c.discarded, c.dropped, c.retried, c.dead_lettered, c.expired};
     }
 
 private:

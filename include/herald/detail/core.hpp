@@ -6,6 +6,7 @@
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -100,30 +101,50 @@ struct bus_core {
     std::atomic<std::uint64_t> dropped{0};
     std::atomic<std::uint64_t> rejected{0};
     std::atomic<std::uint64_t> error_handler_failures{0};
+    /// Publishes running now (counted only in builds without NDEBUG): the destructor's
+    /// check for a bus destroyed under a publisher.
+    std::atomic<std::int32_t> publishing{0};
 
 private:
     std::mutex error_mutex;
     std::shared_ptr<const error_handler> on_error;
 };
 
-/// One entry of the per-thread stack of handlers running on this thread: lets
-/// `unsubscribe()` from inside a handler skip waiting for itself, and lets `drain()`
-/// refuse to run inside a handler.
+/// Counts a call in `counter` for its duration.
+class usage_count {
+public:
+    explicit usage_count(std::atomic<std::int32_t>& counter) noexcept : counter_(counter) {
+        counter_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~usage_count() { counter_.fetch_sub(1, std::memory_order_seq_cst); }
+    usage_count(const usage_count&) = delete;
+    usage_count& operator=(const usage_count&) = delete;
+
+private:
+    std::atomic<std::int32_t>& counter_;
+};
+
+class subscriber_base;
+
+/// One entry of the per-thread stack of user code that herald is running on this thread
+/// (a handler, a filter, an error handler): lets `unsubscribe()` from inside it skip
+/// waiting for itself, and lets `drain()`/`shutdown()` refuse to run inside it.
 struct running_frame {
-    const void* subscriber;
+    /// The subscriber whose code runs (null for code that belongs to no subscriber).
+    const subscriber_base* subscriber;
     const bus_core* bus;
     const running_frame* outer;
-    /// The call holds the subscriber's gate (queued deliveries and retries); inline calls
-    /// announce themselves in the thread's slot instead.
+    /// This frame holds one count of the subscriber's gate (queued deliveries, retries,
+    /// a serial strand's batch); calls announced in the thread's slot hold none.
     bool gated;
 };
 
 inline thread_local const running_frame* current_frame = nullptr;
 
-/// Pushes a frame for the duration of a handler call.
+/// Pushes a frame for the duration of a scope.
 class frame_scope {
 public:
-    frame_scope(const void* subscriber, const bus_core* bus, bool gated) noexcept
+    frame_scope(const subscriber_base* subscriber, const bus_core* bus, bool gated) noexcept
         : frame_{subscriber, bus, current_frame, gated} {
         current_frame = &frame_;
     }
@@ -135,9 +156,9 @@ private:
     running_frame frame_;
 };
 
-/// How many gated handler calls of `subscriber` are running on this thread (nested
-/// publishes): the part of its gate count that unsubscribe must not wait for.
-inline std::uint32_t gated_frames_of(const void* subscriber) noexcept {
+/// How many gate counts of `subscriber` this thread holds (nested publishes, a strand's
+/// batch): the part of its gate count that unsubscribe must not wait for.
+inline std::uint32_t gated_frames_of(const subscriber_base* subscriber) noexcept {
     std::uint32_t count = 0;
     for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
         count += f->subscriber == subscriber && f->gated ? 1U : 0U;
@@ -145,7 +166,7 @@ inline std::uint32_t gated_frames_of(const void* subscriber) noexcept {
     return count;
 }
 
-/// Whether this thread is inside a handler called by `bus`.
+/// Whether this thread is running user code called by `bus`.
 inline bool inside_handler_of(const bus_core* bus) noexcept {
     for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
         if (f->bus == bus) {
@@ -155,13 +176,16 @@ inline bool inside_handler_of(const bus_core* bus) noexcept {
     return false;
 }
 
-class subscriber_base;
+/// How deeply publishes nest on this thread (an inline handler that publishes, whose
+/// inline handler publishes...): bounded by `Traits::max_publish_depth`.
+inline thread_local std::uint32_t publish_depth = 0;
 
 /// Counters of one subscriber, readable while it runs.
 struct subscriber_counters {
     std::uint64_t delivered = 0;
     std::uint64_t failed = 0;
     std::uint64_t discarded = 0;
+    std::uint64_t dropped = 0;
     std::uint64_t retried = 0;
     std::uint64_t dead_lettered = 0;
     std::uint64_t expired = 0;
@@ -170,6 +194,7 @@ struct subscriber_counters {
         delivered += more.delivered;
         failed += more.failed;
         discarded += more.discarded;
+        dropped += more.dropped;
         retried += more.retried;
         dead_lettered += more.dead_lettered;
         expired += more.expired;
@@ -191,6 +216,7 @@ struct counter_block {
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> discarded{0};
+    std::atomic<std::uint64_t> dropped{0};
     std::atomic<std::uint64_t> retried{0};
     std::atomic<std::uint64_t> dead_lettered{0};
     std::atomic<std::uint64_t> expired{0};
@@ -215,6 +241,7 @@ struct counter_block {
         return {all_delivered,
                 failed.load(std::memory_order_relaxed),
                 discarded.load(std::memory_order_relaxed),
+                dropped.load(std::memory_order_relaxed),
                 retried.load(std::memory_order_relaxed),
                 dead_lettered.load(std::memory_order_relaxed),
                 expired.load(std::memory_order_relaxed)};
@@ -284,13 +311,18 @@ protected:
     /// block (the subscriber's last queued events may still be counted as discarded),
     /// then folded into a plain sum.
     void depart(std::shared_ptr<const counter_block> block) noexcept {
+        if (departed_.size() >= compact_at_) {
+            // Amortised O(1) per departure: blocks nobody else holds any more are final,
+            // so they are folded into the sum and their memory goes back; the next
+            // compaction waits until the list has doubled again.
+            (void)departed();
+            compact_at_ = std::max<std::size_t>(64, 2 * departed_.size());
+        }
         try {
-            departed_.reserve(departed_.size() + 1);
+            departed_.push_back(block);
         } catch (...) {
             folded_ += block->read(); // out of memory: a snapshot of them, not live
-            return;
         }
-        departed_.push_back(std::move(block));
     }
 
     /// The counters of departed subscribers; call under the topic's writer mutex.
@@ -299,8 +331,11 @@ protected:
         std::size_t kept = 0;
         for (auto& block : departed_) {
             if (block.use_count() == 1) {
-                folded_ += block->read(); // final: the subscriber and its handle are gone
-                sum += block->read();
+                // The subscriber and its handle are gone: the counters are final.
+                std::atomic_thread_fence(std::memory_order_acquire);
+                const subscriber_counters last = block->read();
+                folded_ += last;
+                sum += last;
             } else {
                 sum += block->read();
                 departed_[kept++] = std::move(block);
@@ -340,6 +375,7 @@ public:
 private:
     mutable std::vector<std::shared_ptr<const counter_block>> departed_;
     mutable subscriber_counters folded_;
+    std::size_t compact_at_ = 64;
 };
 
 } // namespace herald::detail

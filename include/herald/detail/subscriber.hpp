@@ -66,7 +66,7 @@ struct call_failure {
 /// The untyped part of a subscriber: identity, lifetime gate and counters.
 class subscriber_base : public task, public std::enable_shared_from_this<subscriber_base> {
 public:
-    subscriber_base(std::string subscriber_name, delivery how, ordering order, tracked_objects tracking,
+    subscriber_base(std::string subscriber_name, delivery how, ordering order, tracked_objects tracking, bool filtered,
                     executor* runs_on, const std::shared_ptr<topic_core>& on_topic)
         : name(std::move(subscriber_name)),
           mode(how),
@@ -75,16 +75,20 @@ public:
           exec_(runs_on),
           topic_(on_topic.get()),
           topic_weak_(on_topic),
-          bus_(on_topic->bus) {}
+          bus_(on_topic->bus),
+          announces_(how == delivery::immediate || filtered || !track_.is_empty()) {}
 
     ~subscriber_base() override = default;
 
     subscriber_base(const subscriber_base&) = delete;
     subscriber_base& operator=(const subscriber_base&) = delete;
 
-    /// Stops delivery: after it returns no call of the handler is running or will start,
-    /// except calls that are running on this very thread (unsubscribe from inside the
-    /// handler). Queued events are discarded (and counted) by the executor later.
+    /// Stops delivery: after it returns no call of the handler or the filter is running
+    /// or will start, except calls running on this very thread (unsubscribe from inside
+    /// the handler). Called from inside user code that herald runs, it stops waiting when
+    /// another thread waits for a subscriber whose code this thread is running (two
+    /// handlers unsubscribing each other), instead of deadlocking. Queued events are
+    /// discarded (and counted) by the executor later.
     void unsubscribe() noexcept {
         expire();
         wait_idle();
@@ -95,10 +99,41 @@ public:
 
     [[nodiscard]] bool is_closed() const noexcept { return (gate_.load(std::memory_order_acquire) & closed_bit) != 0; }
 
+    /// Open, and no tracked object has died (a dead one closes the subscription now).
+    [[nodiscard]] bool is_live() noexcept {
+        if (is_closed()) {
+            return false;
+        }
+        if (!track_.is_empty() && track_.slot().expired()) {
+            expire();
+            return false;
+        }
+        return true;
+    }
+
+    /// `is_live()` without closing anything (callers that hold the topic's mutex).
+    [[nodiscard]] bool looks_live() const noexcept {
+        return !is_closed() && (track_.is_empty() || !track_.slot().expired());
+    }
+
     [[nodiscard]] subscriber_counters counters() const noexcept { return stats_->read(); }
 
     /// The counters, shared with the subscription handle.
     [[nodiscard]] std::shared_ptr<const counter_block> counter_handle() const noexcept { return stats_; }
+
+    /// True when some thread other than the caller waits in `unsubscribe()` for a
+    /// subscriber whose code the caller is running: waiting any longer could close a cycle.
+    static bool waited_for_by_others(const subscriber_base* waiting_on) noexcept {
+        for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
+            if (f->subscriber != nullptr) {
+                const std::uint32_t mine = f->subscriber == waiting_on ? 1U : 0U;
+                if (f->subscriber->waiters_.load(std::memory_order_seq_cst) > mine) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
 
     const std::string name;
     const delivery mode;
@@ -112,42 +147,41 @@ protected:
     /// in the thread's shard); `any`: anything else.
     enum class caller : std::uint8_t { any, strand, announced };
 
-    /// Runs `call` inside the gate, with tracked objects locked and failures reported.
-    template <class Call>
-    outcome_kind guarded(const envelope_meta& meta, Call& call, call_failure& why) noexcept {
-        if (!enter()) {
-            return outcome_kind::skipped;
-        }
-        const outcome_kind result = call_entered(meta, call, caller::any, why);
-        leave();
-        return result;
-    }
-
-    /// Runs an inline call announced in this thread's slot instead of the gate: a store,
-    /// a compiler barrier and a load where the gate costs two locked instructions.
-    /// `unsubscribe()` finds the announcement (see `wait_for_inline_calls`). Falls back
-    /// to the gate when the thread has no slot or its nesting is too deep.
-    template <class Call>
-    outcome_kind announced(const envelope_meta& meta, Call& call, call_failure& why) noexcept {
+    /// Runs `body(who, shard)` registered as a caller of this subscriber, so that
+    /// `unsubscribe()` waits for it; does nothing and returns false once closed. The
+    /// registration is an announcement in the thread's slot (a store, a compiler barrier
+    /// and a load, found by `wait_for_inline_calls`) or, without a slot or past its
+    /// depth, a count in the gate.
+    template <class Body>
+    bool with_entry(Body&& body) noexcept {
         thread_slot* me = current_slot;
         if (me == nullptr || me->calls == thread_slot::depth) {
-            return guarded(meta, call, why);
+            if (!enter()) {
+                return false;
+            }
+            {
+                const frame_scope holder(this, bus_, true);
+                body(caller::any, std::uint32_t{0});
+            }
+            leave();
+            return true;
         }
         auto& entry = me->calling[me->calls++];
         entry.store(this, std::memory_order_relaxed);
         fences::light();
-        outcome_kind result = outcome_kind::skipped;
-        if (!is_closed()) {
-            result = call_entered(meta, call, caller::announced, why, me->index);
+        const bool open = !is_closed();
+        if (open) {
+            body(caller::announced, me->index);
         }
         entry.store(nullptr, std::memory_order_release);
         --me->calls;
-        return result;
+        return open;
     }
 
     /// Runs `call` (which returns true for success, or false after storing the handler's
     /// non-ack outcome in its argument) for a caller that holds the gate or announced the
-    /// call; `shard` is the announcing thread's slot index.
+    /// call; `shard` is the announcing thread's slot index. Tracked objects are locked
+    /// for the call; one that died closes the subscription and skips it.
     template <class Call>
     outcome_kind call_entered(const envelope_meta& meta, Call& call, caller who, call_failure& why,
                               std::uint32_t shard = 0) noexcept {
@@ -163,7 +197,7 @@ protected:
                           std::uint32_t shard) noexcept {
         bool acked = false;
         {
-            frame_scope frame(this, bus_, who != caller::announced);
+            const frame_scope frame(this, bus_, false);
             try {
                 acked = call(why.told);
             } catch (...) {
@@ -171,8 +205,7 @@ protected:
             }
         }
         if (!acked) {
-            stats_->failed.fetch_add(1, std::memory_order_relaxed);
-            report(meta, why);
+            fail(meta, why);
             return outcome_kind::failed;
         }
         switch (who) {
@@ -189,9 +222,8 @@ protected:
         return outcome_kind::handled;
     }
 
-    /// `call_entered` for a subscription with tracked objects: they are locked for the
-    /// call, and one that died closes the subscription. (Kept apart so the untracked
-    /// path does not reserve, and zero, the guard's storage on every call.)
+    /// `call_entered` for a subscription with tracked objects. (Kept apart so the
+    /// untracked path does not reserve, and zero, the guard's storage on every call.)
     template <class Call>
     [[gnu::noinline]] outcome_kind call_tracked(const envelope_meta& meta, Call& call, caller who, call_failure& why,
                                                 std::uint32_t shard) noexcept {
@@ -203,16 +235,42 @@ protected:
         return run_call(meta, call, who, why, shard);
     }
 
+    /// Runs `test` (a filter) with the tracked objects locked: false, and the
+    /// subscription closed, when one of them has died.
+    template <class Test>
+    [[gnu::noinline]] bool test_tracked(Test& test) noexcept {
+        const tracking_guard pins(track_.slot());
+        if (pins.is_expired()) {
+            expire();
+            return false;
+        }
+        return test();
+    }
+
+    /// A failed delivery: counted, and reported to the error handler.
+    void fail(const envelope_meta& meta, const call_failure& why) noexcept {
+        stats_->failed.fetch_add(1, std::memory_order_relaxed);
+        report(meta, why);
+    }
+
     void report(const envelope_meta& meta, const call_failure& why) noexcept {
         std::string_view reason;
         if (why.told) {
             reason = why.told->reason();
         }
+        // The error handler is user code of this bus: drain() inside it must refuse.
+        const frame_scope frame(this, bus_, false);
         bus_->report(
             delivery_error{topic_->where.topic, name, meta.id, meta.sequence, meta.attempt, why.error, reason});
     }
 
     void count_discarded() noexcept { stats_->discarded.fetch_add(1, std::memory_order_relaxed); }
+
+    /// A queued delivery dropped by `shutdown(discard)`: counted for the subscriber and the bus.
+    void count_dropped() noexcept {
+        stats_->dropped.fetch_add(1, std::memory_order_relaxed);
+        bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+    }
 
     counter_block& stats() noexcept { return *stats_; }
 
@@ -231,35 +289,6 @@ protected:
         }
     }
 
-    /// Posts this subscriber to its executor.
-    void schedule() { exec_->post(shared_from_this()); }
-
-    const ordering order_;
-    tracked_objects track_;
-    executor* const exec_;
-    topic_core* const topic_;
-    std::weak_ptr<topic_core> topic_weak_;
-    bus_core* const bus_;
-    /// Items queued but not yet taken by a worker (serial: decides who schedules).
-    alignas(64) std::atomic<std::int64_t> pending_{0};
-
-private:
-    static constexpr std::uint32_t closed_bit = 1U << 31U;
-    static constexpr std::uint32_t count_mask = closed_bit - 1U;
-
-    /// Waits for the calls that hold the gate (except this thread's own), then for the
-    /// inline calls announced on other threads.
-    void wait_idle() const noexcept {
-        const std::uint32_t own = gated_frames_of(this);
-        for (auto v = gate_.load(std::memory_order_acquire); (v & count_mask) > own;
-             v = gate_.load(std::memory_order_acquire)) {
-            gate_.wait(v, std::memory_order_acquire);
-        }
-        if (mode == delivery::immediate) {
-            wait_for_inline_calls(this);
-        }
-    }
-
     /// Closes the gate and leaves the topic's list, without waiting (a tracked object
     /// died during a call, or the first half of unsubscribe).
     void expire() noexcept {
@@ -274,7 +303,54 @@ private:
         }
     }
 
+    /// Posts this subscriber to its executor.
+    void schedule() { exec_->post(shared_from_this()); }
+
+    const ordering order_;
+    tracked_objects track_;
+    executor* const exec_;
+    topic_core* const topic_;
+    std::weak_ptr<topic_core> topic_weak_;
+    bus_core* const bus_;
+    /// Filters or inline calls run on publishers' threads: unsubscribe looks for them.
+    const bool announces_;
+    /// Items queued but not yet taken by a worker (serial: decides who schedules).
+    alignas(64) std::atomic<std::int64_t> pending_{0};
+
+private:
+    static constexpr std::uint32_t closed_bit = 1U << 31U;
+    static constexpr std::uint32_t count_mask = closed_bit - 1U;
+
+    /// Waits for the calls that hold the gate (except this thread's own), then for the
+    /// calls announced on other threads. A thread that runs no user code of herald's
+    /// holds nothing anyone could wait for, so it simply sleeps; one inside a handler
+    /// polls, and gives up when waiting could deadlock (see `waited_for_by_others`).
+    void wait_idle() noexcept {
+        const std::uint32_t own = gated_frames_of(this);
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        if (current_frame == nullptr) {
+            for (auto v = gate_.load(std::memory_order_acquire); (v & count_mask) > own;
+                 v = gate_.load(std::memory_order_acquire)) {
+                gate_.wait(v, std::memory_order_acquire);
+            }
+        } else {
+            for (int spins = 0; (gate_.load(std::memory_order_acquire) & count_mask) > own; ++spins) {
+                if (waited_for_by_others(this)) {
+                    waiters_.fetch_sub(1, std::memory_order_seq_cst);
+                    return;
+                }
+                patience(spins);
+            }
+        }
+        if (announces_) {
+            wait_for_inline_calls(this, [this] { return current_frame != nullptr && waited_for_by_others(this); });
+        }
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
     alignas(64) std::atomic<std::uint32_t> gate_{0};
+    /// Threads waiting in `unsubscribe()` for this subscriber's calls.
+    std::atomic<std::uint32_t> waiters_{0};
     const std::shared_ptr<counter_block> stats_ = std::make_shared<counter_block>();
 };
 
@@ -303,7 +379,7 @@ public:
     subscriber(subscribe_options<event_type>&& options, std::string resolved_name, executor* runs_on,
                executor* retries_on, const std::shared_ptr<topic_core>& on_topic, bool handler_takes_envelope)
         : subscriber_base(std::move(resolved_name), options.mode, options.order, std::move(options.track),
-                          options.mode == delivery::async ? runs_on : retries_on, on_topic),
+                          !options.filter.is_empty(), options.mode == delivery::async ? runs_on : retries_on, on_topic),
           needs_envelope(handler_takes_envelope || options.filter.reads_envelope()),
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
@@ -318,28 +394,36 @@ public:
         }
     }
 
-    /// Applies the filter on the publisher's thread. A throwing filter is reported as a
-    /// failure of this subscriber and the event is not delivered to it.
+    /// Decides on the publisher's thread whether this async subscriber takes `env`: it is
+    /// open, its tracked objects are alive (and locked while the filter runs), and its
+    /// filter accepts. The filter runs registered as a call, so `unsubscribe()` waits for
+    /// it. A throwing filter is a failed delivery (counted, reported).
     [[nodiscard]] bool accepts(const envelope<event_type>& env) noexcept {
-        if (filter_.is_empty()) {
+        if (!announces_) {
             return true;
         }
-        try {
-            return filter_(env);
-        } catch (...) {
-            call_failure why{std::current_exception(), std::nullopt};
-            report(meta_of(env), why);
-            return false;
-        }
+        bool accepted = false;
+        with_entry([&](caller /*who*/, std::uint32_t /*shard*/) { accepted = passes(env); });
+        return accepted;
     }
 
     /// Inline delivery on the publisher's thread; the envelope is shared with other
-    /// subscribers, so by-value handlers get a copy. A failure on a retrying topic
-    /// schedules the retry (counted in the publish's drain slot) or dead-letters.
+    /// subscribers, so by-value handlers get a copy. The filter and the handler run in
+    /// one registration (and under one lock of the tracked objects). A failure on a
+    /// retrying topic schedules the retry (counted in the publish's drain slot) or
+    /// dead-letters.
     void deliver_inline(envelope<event_type>& env, publish_result& result) noexcept {
         call_failure why;
+        outcome_kind got = outcome_kind::skipped;
         auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
-        switch (announced(meta_of(env), call, why)) {
+        with_entry([&](caller who, std::uint32_t shard) {
+            if (!track_.is_empty()) {
+                got = inline_tracked(env, call, who, why, shard);
+            } else if (filter_.is_empty() || run_filter(env)) {
+                got = run_call(meta_of(env), call, who, why, shard);
+            }
+        });
+        switch (got) {
         case outcome_kind::handled:
             ++result.handled_inline;
             break;
@@ -352,7 +436,7 @@ public:
                         ++result.retrying_inline;
                     }
                 } catch (...) {
-                    // Copying the event failed (out of memory): it cannot be retried.
+                    // Copying the event failed: it cannot be retried or dead-lettered.
                     count_discarded();
                 }
             }
@@ -363,19 +447,34 @@ public:
     }
 
     /// Queues this subscriber's own copy at priority `level` (0 without priorities); the
-    /// caller has counted it in the drain epoch stamped on the envelope.
+    /// caller has counted it in the drain epoch stamped on the envelope. Returns false
+    /// when the copy could not be made (its constructor threw, or memory ran out): that
+    /// is a failed delivery, counted and reported here, and the caller releases its
+    /// count. An executor that refuses the work fails the waiting deliveries instead of
+    /// stranding them (see `refused`).
     template <class Env>
-    void enqueue(Env&& env, std::size_t level, clock_source::time_point now) {
-        if constexpr (prioritised) {
-            queue_[level]->enqueue(lane_item{std::forward<Env>(env), now});
-        } else {
-            (void)level;
-            (void)now;
-            queue_[0]->enqueue(std::forward<Env>(env));
+    bool enqueue(Env&& env, std::size_t level, clock_source::time_point now) noexcept {
+        try {
+            if constexpr (prioritised) {
+                queue_[level]->enqueue(lane_item{stored(std::forward<Env>(env)), now});
+            } else if constexpr (boxed) {
+                (void)level;
+                (void)now;
+                queue_[0]->enqueue(stored(std::forward<Env>(env)));
+            } else {
+                (void)level;
+                (void)now;
+                queue_[0]->enqueue(std::forward<Env>(env));
+            }
+        } catch (...) {
+            // The envelope's metadata is intact even when moving its event threw.
+            fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
+            return false;
         }
         if (order_ == ordering::concurrent || pending_.fetch_add(1, std::memory_order_acq_rel) == 0) {
-            schedule();
+            reschedule();
         }
+        return true;
     }
 
     /// Executor entry point: handles a batch (serial) or one event (concurrent).
@@ -391,38 +490,42 @@ public:
         const bool open = enter();
         std::int64_t ended[2] = {0, 0};
         std::int64_t done = 0;
-        if constexpr (!prioritised) {
-            // Taken in chunks: one moodycamel bulk dequeue costs the consumer's two locked
-            // instructions once per chunk instead of once per event.
-            chunk_buffer chunk;
-            while (done < static_cast<std::int64_t>(Traits::batch_size)) {
-                const std::size_t want = std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(done));
-                const std::size_t got = queue_[0]->try_dequeue_bulk(*consumer_[0], chunk.output(), want);
-                if (got == 0) {
-                    break;
+        {
+            // The strand holds one gate count for the whole batch.
+            const frame_scope holder(this, bus_, open);
+            if constexpr (!prioritised) {
+                // Taken in chunks: one moodycamel bulk dequeue costs the consumer's two
+                // locked instructions once per chunk instead of once per event.
+                chunk_buffer chunk;
+                while (done < static_cast<std::int64_t>(Traits::batch_size)) {
+                    const std::size_t want = std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(done));
+                    const std::size_t got = queue_[0]->try_dequeue_bulk(*consumer_[0], chunk.output(), want);
+                    if (got == 0) {
+                        break;
+                    }
+                    for (std::size_t i = 0; i < got; ++i) {
+                        item_type& item = chunk[i];
+                        const std::uint8_t slot = envelope_access::epoch(envelope_of(item));
+                        if (process(item, open, true)) {
+                            ++ended[slot];
+                        }
+                        item.~item_type();
+                    }
+                    done += static_cast<std::int64_t>(got);
+                    if (got < want && !more_soon()) {
+                        break; // the queue ran dry
+                    }
                 }
-                for (std::size_t i = 0; i < got; ++i) {
-                    item_type& item = chunk[i];
-                    const std::uint8_t slot = envelope_access::epoch(envelope_of(item));
-                    if (process(item, open, true)) {
+            } else {
+                std::optional<item_type> item;
+                while (done < static_cast<std::int64_t>(Traits::batch_size) && take(item)) {
+                    ++done;
+                    const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
+                    if (process(*item, open, true)) {
                         ++ended[slot];
                     }
-                    item.~item_type();
+                    item.reset();
                 }
-                done += static_cast<std::int64_t>(got);
-                if (got < want && !more_soon()) {
-                    break; // the queue ran dry
-                }
-            }
-        } else {
-            std::optional<item_type> item;
-            while (done < static_cast<std::int64_t>(Traits::batch_size) && take(item)) {
-                ++done;
-                const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
-                if (process(*item, open, true)) {
-                    ++ended[slot];
-                }
-                item.reset();
             }
         }
         if (open) {
@@ -447,11 +550,28 @@ protected:
     virtual bool invoke(envelope<event_type>& env, bool owned, std::optional<outcome>& told) = 0;
 
 private:
+    /// Events whose move may throw wait behind a pointer: moodycamel moves items out when
+    /// it hands them over, and a move that throws there would lose them (and end the
+    /// process, since workers cannot throw). Such events pay one allocation per queued
+    /// copy; events with a noexcept move are stored in the queue itself.
+    static constexpr bool boxed = !std::is_nothrow_move_constructible_v<envelope<event_type>>;
+    using stored_type = std::conditional_t<boxed, std::unique_ptr<envelope<event_type>>, envelope<event_type>>;
+
     struct lane_item {
-        envelope<event_type> env;
+        stored_type env;
         clock_source::time_point enqueued;
     };
-    using item_type = std::conditional_t<prioritised, lane_item, envelope<event_type>>;
+    using item_type = std::conditional_t<prioritised, lane_item, stored_type>;
+
+    /// What a queue stores for `env`.
+    template <class Env>
+    static stored_type stored(Env&& env) {
+        if constexpr (boxed) {
+            return std::make_unique<envelope<event_type>>(std::forward<Env>(env));
+        } else {
+            return stored_type(std::forward<Env>(env));
+        }
+    }
 
     /// Events a strand takes from its queue at once (see `run`).
     static constexpr std::size_t take_chunk = 16;
@@ -510,7 +630,8 @@ private:
     };
 
     static envelope<event_type>& envelope_of(envelope<event_type>& env) noexcept { return env; }
-    static envelope<event_type>& envelope_of(lane_item& item) noexcept { return item.env; }
+    static envelope<event_type>& envelope_of(std::unique_ptr<envelope<event_type>>& env) noexcept { return *env; }
+    static envelope<event_type>& envelope_of(lane_item& item) noexcept { return envelope_of(item.env); }
 
     static envelope_meta meta_of(const envelope<event_type>& env) noexcept {
         return {env.id(), env.sequence(), env.attempt()};
@@ -598,37 +719,109 @@ private:
     /// reached its final outcome, false when a retry now holds it.
     template <class Item>
     bool process(Item& item, bool entered, bool strand) noexcept {
-        envelope<event_type>& env = envelope_of(item);
+        if (!entered || strand) {
+            return process_entered(item, entered, strand); // a strand's frame is its batch's
+        }
         bool final = true;
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
-        } else if (!entered || is_closed()) {
-            count_discarded();
-        } else if (expired(item)) {
-            final = expire_item(env);
-        } else {
-            call_failure why;
-            auto call = [&](std::optional<outcome>& told) { return invoke(env, !retrying, told); };
-            const outcome_kind result = call_entered(meta_of(env), call, strand ? caller::strand : caller::any, why);
-            if (result == outcome_kind::skipped) {
-                count_discarded();
-            } else if constexpr (retrying) {
-                if (result == outcome_kind::failed) {
-                    final = settle_failure(env, why, false);
-                }
-            }
+        {
+            const frame_scope holder(this, bus_, true);
+            final = process_entered(item, true, false);
         }
-        if (entered && !strand) {
-            leave();
-        }
+        leave();
         return final;
     }
 
-    /// A retry of an inline subscriber carries no queue time: it never expires.
-    static bool expired(const envelope<event_type>& /*retry*/) noexcept { return false; }
+    template <class Item>
+    bool process_entered(Item& item, bool entered, bool strand) noexcept {
+        envelope<event_type>& env = envelope_of(item);
+        if (bus_->discarding.load(std::memory_order_acquire)) {
+            count_dropped();
+            return true;
+        }
+        if (!entered || is_closed()) {
+            count_discarded();
+            return true;
+        }
+        if (expired(item)) {
+            return expire_item(env);
+        }
+        call_failure why;
+        auto call = [&](std::optional<outcome>& told) { return invoke(env, !retrying, told); };
+        const outcome_kind result = call_entered(meta_of(env), call, strand ? caller::strand : caller::any, why);
+        if (result == outcome_kind::skipped) {
+            count_discarded();
+        } else if constexpr (retrying) {
+            if (result == outcome_kind::failed) {
+                return settle_failure(env, why, false);
+            }
+        }
+        return true;
+    }
 
-    bool expired(const lane_item& item) const noexcept {
-        if constexpr (prioritised) {
+    /// The executor refused to run this subscriber (`post` threw): rather than leave
+    /// its queue stranded, each waiting delivery fails with that exception (reported,
+    /// counted, retried on retrying topics), then posting is tried again. The caller
+    /// owns the strand (it scheduled it, or is it); a concurrent subscriber fails one
+    /// delivery per refused post.
+    void refused(std::exception_ptr error) noexcept {
+        if (order_ == ordering::concurrent) {
+            std::optional<item_type> item;
+            while (!queue_[0]->try_dequeue(item)) {
+                cpu_pause(); // the delivery this post was for is in the queue
+            }
+            if (fail_item(*item, error)) {
+                topic_->end_flight(envelope_access::epoch(envelope_of(*item)));
+            }
+            return;
+        }
+        for (;;) {
+            std::int64_t ended[2] = {0, 0};
+            std::int64_t done = 0;
+            std::optional<item_type> item;
+            while (take(item)) {
+                ++done;
+                const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
+                if (fail_item(*item, error)) {
+                    ++ended[slot];
+                }
+                item.reset();
+            }
+            topic_->end_flights(0, ended[0]);
+            topic_->end_flights(1, ended[1]);
+            if (pending_.fetch_sub(done, std::memory_order_acq_rel) - done <= 0) {
+                return;
+            }
+            try {
+                schedule();
+                return;
+            } catch (...) {
+                error = std::current_exception();
+            }
+        }
+    }
+
+    /// One delivery that could not be scheduled: a failure, like a throwing handler.
+    template <class Item>
+    bool fail_item(Item& item, const std::exception_ptr& error) noexcept {
+        envelope<event_type>& env = envelope_of(item);
+        if (bus_->discarding.load(std::memory_order_acquire)) {
+            count_dropped();
+            return true;
+        }
+        if (is_closed()) {
+            count_discarded();
+            return true;
+        }
+        const call_failure why{error, std::nullopt};
+        fail(meta_of(env), why);
+        return settle_failure(env, why, false);
+    }
+
+    /// Whether a queued item outlived its time-to-live (priority lanes only; a retry of
+    /// an inline subscriber carries no queue time and never expires).
+    template <class Item>
+    bool expired(const Item& item) const noexcept {
+        if constexpr (prioritised && std::is_same_v<Item, lane_item>) {
             if constexpr (policy::ttl_ns > 0) {
                 return (bus_->clock->now() - item.enqueued).count() >= policy::ttl_ns;
             }
@@ -713,6 +906,7 @@ private:
         inline_retry(std::shared_ptr<subscriber> target, envelope<event_type>&& env)
             : target_(std::move(target)), env_(std::move(env)) {}
         void run() noexcept override { target_->retry_now(env_); }
+        envelope<event_type>& held() noexcept { return env_; }
 
     private:
         std::shared_ptr<subscriber> target_;
@@ -732,7 +926,7 @@ private:
         try {
             std::unique_ptr<timed_task> task = std::make_unique<retry_task>(
                 std::static_pointer_cast<subscriber>(shared_from_this()), std::move(env), !manual);
-            if (bus_->timers.schedule(bus_->clock->now() + wait, task)) {
+            if (bus_->timers.schedule(saturating_add(bus_->clock->now(), wait), task)) {
                 stats().retried.fetch_add(1, std::memory_order_relaxed);
                 if (manual && !from_inline) {
                     topic_->end_flight(slot);
@@ -758,17 +952,26 @@ private:
             slot = topic_->begin_flight(1);
             envelope_access::set_epoch(env, slot);
         }
-        try {
-            if (mode == delivery::async) {
-                const std::size_t level = env.priority();
-                enqueue(std::move(env), level, bus_->clock->now());
-            } else {
-                exec_->post(std::make_shared<inline_retry>(std::static_pointer_cast<subscriber>(shared_from_this()),
-                                                           std::move(env)));
+        if (mode == delivery::async) {
+            const std::size_t level = env.priority();
+            if (!enqueue(std::move(env), level, bus_->clock->now())) {
+                topic_->end_flight(slot); // the copy failed: counted and reported as a failure
             }
+            return;
+        }
+        std::shared_ptr<inline_retry> task;
+        try {
+            task = std::make_shared<inline_retry>(std::static_pointer_cast<subscriber>(shared_from_this()),
+                                                  std::move(env));
+            exec_->post(task);
         } catch (...) {
-            count_discarded();
-            topic_->end_flight(slot);
+            // The default pool refused the retry: a failed attempt like any other.
+            envelope<event_type>& left = task ? task->held() : env;
+            const call_failure why{std::current_exception(), std::nullopt};
+            fail(meta_of(left), why);
+            if (settle_failure(left, why, false)) {
+                topic_->end_flight(slot);
+            }
         }
     }
 
@@ -784,7 +987,7 @@ private:
     /// (with `herald::drain`), or dropped and counted (with `herald::discard`).
     void cancel_retry(envelope<event_type>& env, bool holds_flight) noexcept {
         if (bus_->discarding.load(std::memory_order_acquire)) {
-            bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+            count_dropped();
         } else {
             call_failure why;
             why.told.emplace(nack("the bus shut down while the retry waited"));
@@ -795,13 +998,52 @@ private:
         }
     }
 
+    /// Posts the subscriber; the caller owns its strand (or, concurrent, one delivery).
     void reschedule() noexcept {
         try {
             schedule();
         } catch (...) {
-            // Posting only fails when the executor cannot allocate; the events stay
-            // queued and the next publish schedules the subscriber again.
+            refused(std::current_exception());
         }
+    }
+
+    /// Whether tracked objects are alive and the filter accepts; runs inside an entry.
+    bool passes(const envelope<event_type>& env) noexcept {
+        if (filter_.is_empty()) {
+            if (!track_.is_empty() && track_.slot().expired()) {
+                expire();
+                return false;
+            }
+            return true;
+        }
+        auto test = [&] { return run_filter(env); };
+        return track_.is_empty() ? test() : test_tracked(test);
+    }
+
+    /// Applies the filter; one that throws is a failed delivery (counted, reported).
+    bool run_filter(const envelope<event_type>& env) noexcept {
+        try {
+            const frame_scope frame(this, bus_, false);
+            return filter_(env);
+        } catch (...) {
+            fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
+            return false;
+        }
+    }
+
+    /// An inline call of a tracked subscription: filter and handler under one lock.
+    template <class Call>
+    [[gnu::noinline]] outcome_kind inline_tracked(const envelope<event_type>& env, Call& call, caller who,
+                                                  call_failure& why, std::uint32_t shard) noexcept {
+        const tracking_guard pins(track_.slot());
+        if (pins.is_expired()) {
+            expire();
+            return outcome_kind::skipped;
+        }
+        if (!filter_.is_empty() && !run_filter(env)) {
+            return outcome_kind::skipped;
+        }
+        return run_call(meta_of(env), call, who, why, shard);
     }
 
     herald::filter<event_type> filter_;

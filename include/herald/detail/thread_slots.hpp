@@ -167,23 +167,33 @@ inline bool someone_reads(const void* list) noexcept {
     return found;
 }
 
-/// Waits until no thread other than this one is running an inline call of `subscriber`.
-/// The caller has closed the subscriber's gate; the heavy fence makes every call that
-/// starts later see the closed gate (and skip), so only calls already announced remain.
-inline void wait_for_inline_calls(const void* subscriber) noexcept {
+/// One step of a polling wait: spin, then yield, then sleep (a long handler).
+inline void patience(int spins) noexcept {
+    if (spins > 1000) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    } else if (spins > 64) {
+        std::this_thread::yield();
+    }
+}
+
+/// Waits until no thread other than this one is running an announced call of
+/// `subscriber` (an inline handler, a filter), or until `give_up()` says waiting longer
+/// could deadlock. The caller has closed the subscriber's gate; the heavy fence makes
+/// every call that starts later see the closed gate (and skip), so only calls already
+/// announced remain.
+template <class GiveUp>
+void wait_for_inline_calls(const void* subscriber, GiveUp&& give_up) noexcept {
     fences::heavy();
     const thread_slot* mine = this_thread_slot_if_any();
+    bool stop = false;
     slots().for_each([&](const thread_slot& s) {
         if (&s == mine) {
             return; // calls on this thread's own stack cannot be waited for
         }
         for (const auto& entry : s.calling) {
-            for (int spins = 0; entry.load(std::memory_order_acquire) == subscriber; ++spins) {
-                if (spins > 1000) {
-                    std::this_thread::sleep_for(std::chrono::microseconds(50)); // a long handler
-                } else if (spins > 64) {
-                    std::this_thread::yield();
-                }
+            for (int spins = 0; !stop && entry.load(std::memory_order_acquire) == subscriber; ++spins) {
+                stop = give_up();
+                patience(spins);
             }
         }
     });

@@ -41,6 +41,14 @@ constexpr bool reads_wait_time() {
     }
 }
 
+/// Counts this thread's nested publishes for the duration of one.
+struct depth_scope {
+    depth_scope() noexcept { ++publish_depth; }
+    ~depth_scope() { --publish_depth; }
+    depth_scope(const depth_scope&) = delete;
+    depth_scope& operator=(const depth_scope&) = delete;
+};
+
 /// Subscribers are read on every publish and changed rarely, so writers copy the list
 /// under a mutex and publish the copy as a new snapshot; publishers never take the
 /// mutex and never wait for a writer's copy.
@@ -112,15 +120,32 @@ public:
                               "', whose policy has no priorities");
         }
 
+        // A nested publish (an inline handler publishing) costs stack; past the limit
+        // it is refused before anything happens. Dead letters are published on behalf of
+        // a delivery and are exempt (their topic has no dead letters of its own).
+        if (inherited_slot < 0 && publish_depth >= Traits::max_publish_depth) {
+            throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
+                              std::to_string(publish_depth) +
+                              " publishes deep on this thread (Traits::max_publish_depth); an inline handler "
+                              "cycle between topics?");
+        }
+        const depth_scope nesting;
+
         publish_result result;
         // Read without touching a reference count: the snapshot is announced in this
-        // thread's slot until the publish returns.
+        // thread's slot until the publish returns. (The thread's first read may throw
+        // std::bad_alloc: nothing has happened yet.)
         const typename snapshot_cell<list>::reader subscribers(subscribers_);
         const list& subs = *subscribers;
+        // The envelope's copy (or move) of the value is made before anything is counted:
+        // if it throws, the exception leaves publish and nobody saw the event, no
+        // sequence number was used, nothing waits for it.
+        auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
+
         const bool individually = subs.counted_individually();
         // Only deliveries that may outlive this call are counted for drain(). Without
         // filters on async subscribers the count is known up front: one update of the
-        // shared counter.
+        // shared counter, corrected at the end for subscribers that did not take it.
         const std::int64_t reserved = !subs.needs_flight() ? 0 : (individually ? 1 : subs.async_count);
         std::uint8_t slot = 0;
         if (inherited_slot >= 0) {
@@ -149,7 +174,6 @@ public:
         } guard{individually ? this : nullptr, slot};
 
         const std::uint64_t sequence = this->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-        auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it).
@@ -166,32 +190,36 @@ public:
         result.id = id;
         result.sequence = sequence;
 
+        // From here on nothing throws: a subscriber whose copy cannot be made has a
+        // failed delivery (reported, counted), and the others still get the event.
         const auto& items = subs.items;
         const std::size_t count = items.size();
         for (std::size_t i = 0; i < count; ++i) {
             auto& subscriber = *items[i];
-            if (!subscriber.accepts(env)) {
-                continue;
-            }
             if (subscriber.mode == delivery::immediate) {
                 subscriber.deliver_inline(env, result);
+                continue;
+            }
+            if (!subscriber.accepts(env)) {
                 continue;
             }
             if (individually) {
                 add_flight(slot);
             }
-            try {
-                if (i + 1 == count) {
-                    subscriber.enqueue(std::move(env), level, waiting_since);
-                } else {
-                    subscriber.enqueue(env, level, waiting_since);
+            const bool queued = i + 1 == count ? subscriber.enqueue(std::move(env), level, waiting_since)
+                                               : subscriber.enqueue(env, level, waiting_since);
+            if (queued) {
+                ++result.queued;
+            } else {
+                ++result.failed_to_queue;
+                if (individually) {
+                    end_flight(slot);
                 }
-            } catch (...) {
-                // Release what this copy, and the copies not queued yet, were counted as.
-                end_flights(slot, individually ? 1 : subs.async_count - result.queued);
-                throw;
             }
-            ++result.queued;
+        }
+        if (!individually && reserved != 0 && result.queued != subs.async_count) {
+            // Counted up front for every async subscriber; some did not take it.
+            end_flights(slot, subs.async_count - result.queued);
         }
         return result;
     }
@@ -227,7 +255,7 @@ public:
         out.counters = departed();
         for (const auto& s : subscribers_.copy()->items) {
             out.counters += s->counters();
-            out.open += s->is_closed() ? 0U : 1U;
+            out.open += s->looks_live() ? 1U : 0U;
         }
         return out;
     }
