@@ -24,6 +24,13 @@ struct default_bus_traits {
     /// because every async subscriber has its own queue.
     static constexpr std::size_t initial_queue_capacity = 64;
 
+    /// After a backlog of more than this many events has drained, a serial subscriber
+    /// replaces its queue with a fresh one, so the memory a burst took goes back to the
+    /// allocator instead of staying with the subscriber (moodycamel queues never free
+    /// their blocks). 0 keeps the peak for the subscriber's lifetime. Concurrent
+    /// subscribers keep their queue's peak.
+    static constexpr std::size_t queue_shrink_threshold = 1024;
+
     /// How many publishes may nest on one thread (an inline handler publishing, whose
     /// inline handler publishes, ...). Each level costs roughly a kilobyte of stack; the
     /// publish one level deeper throws `herald::usage_error` before anything happens, so

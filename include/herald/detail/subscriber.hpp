@@ -66,7 +66,7 @@ struct call_failure {
 /// The untyped part of a subscriber: identity, lifetime gate and counters.
 class subscriber_base : public task, public std::enable_shared_from_this<subscriber_base> {
 public:
-    subscriber_base(std::string subscriber_name, delivery how, ordering order, tracked_objects tracking, bool filtered,
+    subscriber_base(std::string subscriber_name, delivery how, ordering order, tracked_objects tracking,
                     executor* runs_on, const std::shared_ptr<topic_core>& on_topic)
         : name(std::move(subscriber_name)),
           mode(how),
@@ -75,8 +75,7 @@ public:
           exec_(runs_on),
           topic_(on_topic.get()),
           topic_weak_(on_topic),
-          bus_(on_topic->bus),
-          announces_(how == delivery::immediate || filtered || !track_.is_empty()) {}
+          bus_(on_topic->bus) {}
 
     ~subscriber_base() override = default;
 
@@ -159,6 +158,9 @@ protected:
             if (!enter()) {
                 return false;
             }
+            // Orders the gate count before what the body reads (a strand replacing its
+            // mailbox checks the count after publishing the new one).
+            std::atomic_thread_fence(std::memory_order_seq_cst);
             {
                 const frame_scope holder(this, bus_, true);
                 body(caller::any, std::uint32_t{0});
@@ -303,6 +305,11 @@ protected:
         }
     }
 
+    /// True when the gate holds more counts than `own` (registrations of other callers).
+    [[nodiscard]] bool has_other_entries(std::uint32_t own) const noexcept {
+        return (gate_.load(std::memory_order_seq_cst) & count_mask) > own;
+    }
+
     /// Posts this subscriber to its executor.
     void schedule() { exec_->post(shared_from_this()); }
 
@@ -312,8 +319,6 @@ protected:
     topic_core* const topic_;
     std::weak_ptr<topic_core> topic_weak_;
     bus_core* const bus_;
-    /// Filters or inline calls run on publishers' threads: unsubscribe looks for them.
-    const bool announces_;
     /// Items queued but not yet taken by a worker (serial: decides who schedules).
     alignas(64) std::atomic<std::int64_t> pending_{0};
 
@@ -342,9 +347,8 @@ private:
                 patience(spins);
             }
         }
-        if (announces_) {
-            wait_for_inline_calls(this, [this] { return current_frame != nullptr && waited_for_by_others(this); });
-        }
+        // Inline calls, filters and puts into the queue run announced on publishers' threads.
+        wait_for_inline_calls(this, [this] { return current_frame != nullptr && waited_for_by_others(this); });
         waiters_.fetch_sub(1, std::memory_order_seq_cst);
     }
 
@@ -379,32 +383,53 @@ public:
     subscriber(subscribe_options<event_type>&& options, std::string resolved_name, executor* runs_on,
                executor* retries_on, const std::shared_ptr<topic_core>& on_topic, bool handler_takes_envelope)
         : subscriber_base(std::move(resolved_name), options.mode, options.order, std::move(options.track),
-                          !options.filter.is_empty(), options.mode == delivery::async ? runs_on : retries_on, on_topic),
+                          options.mode == delivery::async ? runs_on : retries_on, on_topic),
           needs_envelope(handler_takes_envelope || options.filter.reads_envelope()),
           filter_(std::move(options.filter)) {
         if (mode == delivery::async) {
-            for (std::size_t i = 0; i < lanes; ++i) {
-                queue_[i].emplace(Traits::initial_queue_capacity);
-                if (order_ == ordering::serial) {
-                    // A strand has one consumer at a time, so it may keep moodycamel's
-                    // consumer token; without it every dequeue re-scans the producers.
-                    consumer_[i].emplace(*queue_[i]);
-                }
-            }
+            box_ = std::make_unique<mailbox>(order_ == ordering::serial);
+            live_.store(box_.get(), std::memory_order_release);
         }
     }
 
-    /// Decides on the publisher's thread whether this async subscriber takes `env`: it is
-    /// open, its tracked objects are alive (and locked while the filter runs), and its
-    /// filter accepts. The filter runs registered as a call, so `unsubscribe()` waits for
-    /// it. A throwing filter is a failed delivery (counted, reported).
-    [[nodiscard]] bool accepts(const envelope<event_type>& env) noexcept {
-        if (!announces_) {
-            return true;
+    /// What `offer` did with an event.
+    enum class offered : std::uint8_t {
+        declined, ///< closed, a tracked object died, or the filter said no (or threw)
+        queued,   ///< this subscriber's copy waits in its queue
+        failed,   ///< the copy could not be made: a failed delivery, counted and reported
+    };
+
+    /// The async publish path for this subscriber, on the publisher's thread: decides
+    /// whether it takes `env` (it is open, its tracked objects are alive and locked
+    /// while the filter runs, its filter accepts), then queues its own copy at priority
+    /// `level` (0 without priorities) and schedules it. Everything happens registered as
+    /// a call (see `with_entry`), so `unsubscribe()` waits for the filter, and the strand
+    /// knows when no publisher can still be putting into a queue it replaced. When
+    /// `count_in` is given, the delivery is counted there in drain slot `slot` once it is
+    /// taken (and released again if the copy fails). A throwing filter is a failed
+    /// delivery (counted, reported); so is a copy whose constructor throws. An executor
+    /// that refuses the work fails the waiting deliveries instead of stranding them
+    /// (see `refused`).
+    template <class Env>
+    offered offer(Env&& env, std::size_t level, clock_source::time_point now, topic_core* count_in,
+                  std::uint8_t slot) noexcept {
+        offered what = offered::declined;
+        with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
+            if (!passes(env)) {
+                return;
+            }
+            if (count_in != nullptr) {
+                count_in->add_flight(slot);
+            }
+            what = put(std::forward<Env>(env), level, now) ? offered::queued : offered::failed;
+            if (what == offered::failed && count_in != nullptr) {
+                count_in->end_flight(slot);
+            }
+        });
+        if (what == offered::queued) {
+            after_put();
         }
-        bool accepted = false;
-        with_entry([&](caller /*who*/, std::uint32_t /*shard*/) { accepted = passes(env); });
-        return accepted;
+        return what;
     }
 
     /// Inline delivery on the publisher's thread; the envelope is shared with other
@@ -446,37 +471,6 @@ public:
         }
     }
 
-    /// Queues this subscriber's own copy at priority `level` (0 without priorities); the
-    /// caller has counted it in the drain epoch stamped on the envelope. Returns false
-    /// when the copy could not be made (its constructor threw, or memory ran out): that
-    /// is a failed delivery, counted and reported here, and the caller releases its
-    /// count. An executor that refuses the work fails the waiting deliveries instead of
-    /// stranding them (see `refused`).
-    template <class Env>
-    bool enqueue(Env&& env, std::size_t level, clock_source::time_point now) noexcept {
-        try {
-            if constexpr (prioritised) {
-                queue_[level]->enqueue(lane_item{stored(std::forward<Env>(env)), now});
-            } else if constexpr (boxed) {
-                (void)level;
-                (void)now;
-                queue_[0]->enqueue(stored(std::forward<Env>(env)));
-            } else {
-                (void)level;
-                (void)now;
-                queue_[0]->enqueue(std::forward<Env>(env));
-            }
-        } catch (...) {
-            // The envelope's metadata is intact even when moving its event threw.
-            fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
-            return false;
-        }
-        if (order_ == ordering::concurrent || pending_.fetch_add(1, std::memory_order_acq_rel) == 0) {
-            reschedule();
-        }
-        return true;
-    }
-
     /// Executor entry point: handles a batch (serial) or one event (concurrent).
     void run() noexcept override {
         if (order_ == ordering::concurrent) {
@@ -488,52 +482,24 @@ public:
         // gate closes, the rest of the batch is discarded: the closed bit is re-read
         // before every call.
         const bool open = enter();
-        std::int64_t ended[2] = {0, 0};
-        std::int64_t done = 0;
+        batch_tally tally;
+        peak_ = std::max(peak_, pending_.load(std::memory_order_relaxed));
         {
             // The strand holds one gate count for the whole batch.
             const frame_scope holder(this, bus_, open);
-            if constexpr (!prioritised) {
-                // Taken in chunks: one moodycamel bulk dequeue costs the consumer's two
-                // locked instructions once per chunk instead of once per event.
-                chunk_buffer chunk;
-                while (done < static_cast<std::int64_t>(Traits::batch_size)) {
-                    const std::size_t want = std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(done));
-                    const std::size_t got = queue_[0]->try_dequeue_bulk(*consumer_[0], chunk.output(), want);
-                    if (got == 0) {
-                        break;
-                    }
-                    for (std::size_t i = 0; i < got; ++i) {
-                        item_type& item = chunk[i];
-                        const std::uint8_t slot = envelope_access::epoch(envelope_of(item));
-                        if (process(item, open, true)) {
-                            ++ended[slot];
-                        }
-                        item.~item_type();
-                    }
-                    done += static_cast<std::int64_t>(got);
-                    if (got < want && !more_soon()) {
-                        break; // the queue ran dry
-                    }
-                }
+            if (retired_ && !release_retired(open, tally)) {
+                run_mixed(open, tally);
             } else {
-                std::optional<item_type> item;
-                while (done < static_cast<std::int64_t>(Traits::batch_size) && take(item)) {
-                    ++done;
-                    const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
-                    if (process(*item, open, true)) {
-                        ++ended[slot];
-                    }
-                    item.reset();
-                }
+                run_batch(open, tally);
             }
+            maybe_shrink(open, tally);
         }
         if (open) {
             leave();
         }
-        topic_->end_flights(0, ended[0]);
-        topic_->end_flights(1, ended[1]);
-        if (pending_.fetch_sub(done, std::memory_order_acq_rel) - done > 0) {
+        topic_->end_flights(0, tally.ended[0]);
+        topic_->end_flights(1, tally.ended[1]);
+        if (pending_.fetch_sub(tally.done, std::memory_order_acq_rel) - tally.done > 0) {
             reschedule();
         }
     }
@@ -550,6 +516,39 @@ protected:
     virtual bool invoke(envelope<event_type>& env, bool owned, std::optional<outcome>& told) = 0;
 
 private:
+    /// Puts this subscriber's copy into the queue publishers use now; called inside an
+    /// entry. Returns false when the copy could not be made (a failure, counted and
+    /// reported here).
+    template <class Env>
+    bool put(Env&& env, std::size_t level, clock_source::time_point now) noexcept {
+        mailbox& box = *live_.load(std::memory_order_acquire);
+        try {
+            if constexpr (prioritised) {
+                box.queue[level]->enqueue(lane_item{stored(std::forward<Env>(env)), now});
+            } else if constexpr (boxed) {
+                (void)level;
+                (void)now;
+                box.queue[0]->enqueue(stored(std::forward<Env>(env)));
+            } else {
+                (void)level;
+                (void)now;
+                box.queue[0]->enqueue(std::forward<Env>(env));
+            }
+        } catch (...) {
+            // The envelope's metadata is intact even when moving its event threw.
+            fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
+            return false;
+        }
+        return true;
+    }
+
+    /// After a put: schedules the subscriber if nobody else will.
+    void after_put() noexcept {
+        if (order_ == ordering::concurrent || pending_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+            reschedule();
+        }
+    }
+
     /// Events whose move may throw wait behind a pointer: moodycamel moves items out when
     /// it hands them over, and a move that throws there would lose them (and end the
     /// process, since workers cannot throw). Such events pay one allocation per queued
@@ -562,6 +561,42 @@ private:
         clock_source::time_point enqueued;
     };
     using item_type = std::conditional_t<prioritised, lane_item, stored_type>;
+
+    /// One queue per lane, and what the strand keeps beside them. Replaced whole after a
+    /// large backlog drained (see `maybe_shrink`), so the memory it took goes back.
+    struct mailbox {
+        explicit mailbox(bool strand) {
+            for (std::size_t i = 0; i < lanes; ++i) {
+                queue[i].emplace(Traits::initial_queue_capacity);
+                if (strand) {
+                    // A strand has one consumer at a time, so it may keep moodycamel's
+                    // consumer token; without it every dequeue re-scans the producers.
+                    consumer[i].emplace(*queue[i]);
+                }
+            }
+        }
+
+        /// Nothing waits (as far as the strand can tell).
+        [[nodiscard]] bool looks_empty() const noexcept {
+            for (std::size_t i = 0; i < lanes; ++i) {
+                if (queue[i]->size_approx() != 0) {
+                    return false;
+                }
+                if constexpr (prioritised) {
+                    if (heads[i]) {
+                        return false;
+                    }
+                }
+            }
+            return true;
+        }
+
+        std::array<std::optional<moodycamel::ConcurrentQueue<item_type>>, lanes> queue;
+        std::array<std::optional<moodycamel::ConsumerToken>, lanes> consumer;
+        /// Priority only: the first item of each lane, taken out so the strand can compare
+        /// lanes (moodycamel has no peek). Touched only by the strand.
+        std::array<std::optional<item_type>, prioritised ? lanes : 0> heads;
+    };
 
     /// What a queue stores for `env`.
     template <class Env>
@@ -578,6 +613,131 @@ private:
     /// How often a strand that ran dry looks again before it lets its worker go.
     static constexpr int dry_polls = 32;
 
+    /// What a strand's batch took and finished, per drain slot.
+    struct batch_tally {
+        std::int64_t ended[2] = {0, 0};
+        std::int64_t done = 0;
+    };
+
+    /// Handles one item taken by the strand and counts it.
+    void account(item_type& item, bool open, batch_tally& tally) noexcept {
+        const std::uint8_t slot = envelope_access::epoch(envelope_of(item));
+        if (process(item, open, true)) {
+            ++tally.ended[slot];
+        }
+        ++tally.done;
+    }
+
+    /// The usual batch: up to `batch_size` items of the one mailbox.
+    void run_batch(bool open, batch_tally& tally) noexcept {
+        if constexpr (!prioritised) {
+            // Taken in chunks: one moodycamel bulk dequeue costs the consumer's two
+            // locked instructions once per chunk instead of once per event.
+            chunk_buffer chunk;
+            while (tally.done < static_cast<std::int64_t>(Traits::batch_size)) {
+                const std::size_t want =
+                    std::min(take_chunk, Traits::batch_size - static_cast<std::size_t>(tally.done));
+                const std::size_t got = box_->queue[0]->try_dequeue_bulk(*box_->consumer[0], chunk.output(), want);
+                if (got == 0) {
+                    break;
+                }
+                for (std::size_t i = 0; i < got; ++i) {
+                    item_type& item = chunk[i];
+                    account(item, open, tally);
+                    item.~item_type();
+                }
+                if (got < want && !more_soon()) {
+                    break; // the queue ran dry
+                }
+            }
+        } else {
+            std::optional<item_type> item;
+            while (tally.done < static_cast<std::int64_t>(Traits::batch_size) && take(*box_, *bus_, item)) {
+                account(*item, open, tally);
+                item.reset();
+            }
+        }
+    }
+
+    /// A batch while a retired mailbox may still receive late puts: each publisher's
+    /// earlier events are in the retired one, so it goes first, and is looked at again
+    /// after every item taken from the new one (a publisher's put into the retired
+    /// mailbox finished before its next put into the new one began).
+    void run_mixed(bool open, batch_tally& tally) noexcept {
+        std::optional<item_type> item;
+        std::optional<item_type> late;
+        while (tally.done < static_cast<std::int64_t>(Traits::batch_size)) {
+            if (take(*retired_, *bus_, item)) {
+                account(*item, open, tally);
+                item.reset();
+                continue;
+            }
+            if (!take(*box_, *bus_, item)) {
+                break;
+            }
+            while (take(*retired_, *bus_, late)) {
+                account(*late, open, tally);
+                late.reset();
+            }
+            account(*item, open, tally);
+            item.reset();
+        }
+    }
+
+    /// True when no publisher can still be putting into the retired mailbox: none is
+    /// registered as calling this subscriber (the registration precedes reading
+    /// `live_`), and nobody but this strand holds the gate (registrations without a
+    /// thread slot). The heavy fence in `maybe_shrink` made every later registration
+    /// read the new mailbox.
+    [[nodiscard]] bool retired_is_sealed(bool open) const noexcept {
+        return !has_other_entries(open ? 1U : 0U) && !someone_calls(this);
+    }
+
+    /// Frees the retired mailbox once sealed, after handling what is left in it.
+    bool release_retired(bool open, batch_tally& tally) noexcept {
+        if (!retired_is_sealed(open)) {
+            return false;
+        }
+        std::optional<item_type> item;
+        while (take(*retired_, *bus_, item)) {
+            account(*item, open, tally);
+            item.reset();
+        }
+        retired_.reset();
+        return true;
+    }
+
+    /// After a backlog larger than `Traits::queue_shrink_threshold` has drained, gives
+    /// the memory it took back: publishers are pointed at a fresh mailbox, and the old
+    /// one is freed as soon as no publisher can still be putting into it (at once,
+    /// unless one is in the middle of a put; then at a later batch).
+    void maybe_shrink(bool open, batch_tally& tally) noexcept {
+        if constexpr (Traits::queue_shrink_threshold == 0) {
+            (void)open;
+            (void)tally;
+        } else {
+            if (retired_ || peak_ <= static_cast<std::int64_t>(Traits::queue_shrink_threshold) ||
+                !box_->looks_empty()) {
+                return;
+            }
+            std::unique_ptr<mailbox> fresh;
+            try {
+                fresh = std::make_unique<mailbox>(true);
+            } catch (...) {
+                return; // keep the old one; try again after the next large backlog
+            }
+            peak_ = 0;
+            live_.store(fresh.get(), std::memory_order_seq_cst);
+            retired_ = std::exchange(box_, std::move(fresh));
+            fences::heavy();
+            // A publisher caught in the middle of a put needs a moment.
+            for (int spins = 0; spins < 256 && !retired_is_sealed(open); ++spins) {
+                cpu_pause();
+            }
+            (void)release_retired(open, tally);
+        }
+    }
+
     /// Called when a streaming strand's queue ran dry: looks again for a few
     /// microseconds, so a publisher slightly slower than the handler does not pay for
     /// rescheduling the strand through the executor on every event. The worker is held
@@ -585,7 +745,7 @@ private:
     bool more_soon() noexcept {
         for (int i = 0; i < dry_polls; ++i) {
             cpu_pause();
-            if (queue_[0]->size_approx() != 0) {
+            if (box_->queue[0]->size_approx() != 0) {
                 return true;
             }
         }
@@ -642,7 +802,7 @@ private:
     /// Concurrent mode: one event per run, the gate passed per event.
     void run_one() noexcept {
         std::optional<item_type> item;
-        if (!queue_[0]->try_dequeue(item)) {
+        if (!box_->queue[0]->try_dequeue(item)) {
             reschedule();
             return;
         }
@@ -652,18 +812,18 @@ private:
         }
     }
 
-    /// Takes the next item for a serial strand: the only lane, or the lane the priority
-    /// policy picks among the heads of all lanes.
-    bool take(std::optional<item_type>& out) noexcept {
+    /// Takes the next item of `box` for a serial strand: the only lane, or the lane the
+    /// priority policy picks among the heads of all lanes.
+    static bool take(mailbox& box, bus_core& bus, std::optional<item_type>& out) noexcept {
         if constexpr (!prioritised) {
-            return queue_[0]->try_dequeue(*consumer_[0], out);
+            return box.queue[0]->try_dequeue(*box.consumer[0], out);
         } else if constexpr (policy::aging_ns == 0 && policy::ttl_ns == 0) {
             // Without aging or expiry only the highest non-empty lane matters: look from
             // the top and stop at the first head, so lower lanes are not even polled.
             for (std::size_t i = lanes; i-- > 0;) {
-                if (heads_[i] || queue_[i]->try_dequeue(*consumer_[i], heads_[i])) {
-                    out.emplace(std::move(*heads_[i]));
-                    heads_[i].reset();
+                if (box.heads[i] || box.queue[i]->try_dequeue(*box.consumer[i], box.heads[i])) {
+                    out.emplace(std::move(*box.heads[i]));
+                    box.heads[i].reset();
                     return true;
                 }
             }
@@ -671,34 +831,34 @@ private:
         } else {
             // Aging and expiry compare the heads of every lane.
             for (std::size_t i = 0; i < lanes; ++i) {
-                if (!heads_[i]) {
-                    queue_[i]->try_dequeue(*consumer_[i], heads_[i]);
+                if (!box.heads[i]) {
+                    box.queue[i]->try_dequeue(*box.consumer[i], box.heads[i]);
                 }
             }
             std::size_t chosen = lanes;
             {
-                const auto now = bus_->clock->now();
+                const auto now = bus.clock->now();
                 clock_source::time_point oldest = clock_source::time_point::max();
                 for (std::size_t i = 0; i < lanes; ++i) {
-                    if (!heads_[i]) {
+                    if (!box.heads[i]) {
                         continue;
                     }
-                    const auto waited = (now - heads_[i]->enqueued).count();
+                    const auto waited = (now - box.heads[i]->enqueued).count();
                     // An expired head is taken first, so it leaves the queue at once; an
                     // aged head below the top level goes before every higher level, oldest
                     // first. (The top level needs no promotion; letting its aged events
                     // compete by age would starve the lower levels again under overload.)
                     const bool due = (policy::ttl_ns > 0 && waited >= policy::ttl_ns) ||
                                      (policy::aging_ns > 0 && i + 1 < lanes && waited >= policy::aging_ns);
-                    if (due && heads_[i]->enqueued < oldest) {
-                        oldest = heads_[i]->enqueued;
+                    if (due && box.heads[i]->enqueued < oldest) {
+                        oldest = box.heads[i]->enqueued;
                         chosen = i;
                     }
                 }
             }
             if (chosen == lanes) {
                 for (std::size_t i = lanes; i-- > 0;) {
-                    if (heads_[i]) {
+                    if (box.heads[i]) {
                         chosen = i;
                         break;
                     }
@@ -707,10 +867,16 @@ private:
             if (chosen == lanes) {
                 return false;
             }
-            out.emplace(std::move(*heads_[chosen]));
-            heads_[chosen].reset();
+            out.emplace(std::move(*box.heads[chosen]));
+            box.heads[chosen].reset();
             return true;
         }
+    }
+
+    /// The next item for a serial strand that does not care about order (refused work):
+    /// the retired mailbox first.
+    bool take_any(std::optional<item_type>& out) noexcept {
+        return (retired_ && take(*retired_, *bus_, out)) || take(*box_, *bus_, out);
     }
 
     /// Handles (or drops) one queued item. `entered` says the caller holds the gate;
@@ -766,7 +932,7 @@ private:
     void refused(std::exception_ptr error) noexcept {
         if (order_ == ordering::concurrent) {
             std::optional<item_type> item;
-            while (!queue_[0]->try_dequeue(item)) {
+            while (!box_->queue[0]->try_dequeue(item)) {
                 cpu_pause(); // the delivery this post was for is in the queue
             }
             if (fail_item(*item, error)) {
@@ -778,7 +944,7 @@ private:
             std::int64_t ended[2] = {0, 0};
             std::int64_t done = 0;
             std::optional<item_type> item;
-            while (take(item)) {
+            while (take_any(item)) {
                 ++done;
                 const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
                 if (fail_item(*item, error)) {
@@ -954,8 +1120,17 @@ private:
         }
         if (mode == delivery::async) {
             const std::size_t level = env.priority();
-            if (!enqueue(std::move(env), level, bus_->clock->now())) {
+            bool copied = false;
+            const bool open = with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
+                copied = put(std::move(env), level, bus_->clock->now());
+            });
+            if (!open) {
+                count_discarded(); // unsubscribed while the retry waited
+                topic_->end_flight(slot);
+            } else if (!copied) {
                 topic_->end_flight(slot); // the copy failed: counted and reported as a failure
+            } else {
+                after_put();
             }
             return;
         }
@@ -1047,11 +1222,15 @@ private:
     }
 
     herald::filter<event_type> filter_;
-    std::array<std::optional<moodycamel::ConcurrentQueue<item_type>>, lanes> queue_;
-    std::array<std::optional<moodycamel::ConsumerToken>, lanes> consumer_;
-    /// Priority only: the first item of each lane, taken out so the strand can compare
-    /// lanes (moodycamel has no peek). Touched only by the strand.
-    std::array<std::optional<item_type>, prioritised ? lanes : 0> heads_;
+    /// The mailbox the strand (or a concurrent subscriber's workers) takes from, and the
+    /// one publishers put into (the same, except while a replaced one is retired).
+    std::unique_ptr<mailbox> box_;
+    std::atomic<mailbox*> live_{nullptr};
+    /// Strand only: a replaced mailbox that publishers may still have been putting into;
+    /// drained before `box_`, freed once no publisher can reach it.
+    std::unique_ptr<mailbox> retired_;
+    /// Strand only: the largest backlog seen since the mailbox was last replaced.
+    std::int64_t peak_ = 0;
 };
 
 /// Adapts a user's handler to the envelope the bus delivers.

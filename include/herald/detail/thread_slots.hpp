@@ -167,6 +167,17 @@ inline bool someone_reads(const void* list) noexcept {
     return found;
 }
 
+/// True when some thread's `calling` entry holds `subscriber`.
+inline bool someone_calls(const void* subscriber) noexcept {
+    bool found = false;
+    slots().for_each([&](const thread_slot& s) {
+        for (const auto& entry : s.calling) {
+            found = found || entry.load(std::memory_order_acquire) == subscriber;
+        }
+    });
+    return found;
+}
+
 /// One step of a polling wait: spin, then yield, then sleep (a long handler).
 inline void patience(int spins) noexcept {
     if (spins > 1000) {

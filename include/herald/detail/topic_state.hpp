@@ -200,21 +200,13 @@ public:
                 subscriber.deliver_inline(env, result);
                 continue;
             }
-            if (!subscriber.accepts(env)) {
-                continue;
-            }
-            if (individually) {
-                add_flight(slot);
-            }
-            const bool queued = i + 1 == count ? subscriber.enqueue(std::move(env), level, waiting_since)
-                                               : subscriber.enqueue(env, level, waiting_since);
-            if (queued) {
+            topic_core* const count_in = individually ? this : nullptr;
+            const auto offered = i + 1 == count ? subscriber.offer(std::move(env), level, waiting_since, count_in, slot)
+                                                : subscriber.offer(env, level, waiting_since, count_in, slot);
+            if (offered == subscriber_type::offered::queued) {
                 ++result.queued;
-            } else {
+            } else if (offered == subscriber_type::offered::failed) {
                 ++result.failed_to_queue;
-                if (individually) {
-                    end_flight(slot);
-                }
             }
         }
         if (!individually && reserved != 0 && result.queued != subs.async_count) {
