@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -376,4 +377,57 @@ TEST_CASE("the dead-letter store is bounded: the oldest are evicted and counted"
     CHECK(letters[2].event().order == 4);
     CHECK(bus.stats().dead_letters_evicted == 2);
     CHECK(bus.stats().dead_lettered == 5);
+}
+
+TEST_CASE_FIXTURE(fixture, "retry_after(nanoseconds::max()) never runs early; shutdown dead-letters it") {
+    attempt_log log;
+    auto patient = bus.subscribe<payments>(
+        [&](const herald::envelope<payment>& e) -> herald::outcome {
+            log.add(e.attempt(), clock->now());
+            return herald::retry_after(std::chrono::nanoseconds::max(), "much later");
+        },
+        {.name = "patient"});
+    (void)bus.publish<payments>({9});
+    bus.drain();
+    CHECK(log.seen() == std::vector<std::uint32_t>{1});
+    CHECK(bus.stats().retried == 1);
+    // 10 steps of 25 years: 250 years pass, short of the clock's end (about 292 years).
+    // A due time that wrapped around (now + max overflowing) would fire at the first step.
+    constexpr auto quarter_century = std::chrono::hours(24 * 365 * 25);
+    for (int step = 0; step < 10; ++step) {
+        clock->advance(quarter_century);
+        bus.drain();
+    }
+    CHECK(log.seen() == std::vector<std::uint32_t>{1});
+    CHECK(bus.dead_letters<payments>().empty());
+    CHECK(bus.shutdown(herald::drain) == 0);
+    const auto letters = bus.dead_letters<payments>();
+    REQUIRE(letters.size() == 1);
+    CHECK(letters[0].event().order == 9);
+    CHECK(letters[0].reason == herald::dead_letter_reason::shutdown);
+    CHECK(letters[0].attempts == 1);
+    CHECK(letters[0].subscriber == "patient");
+    CHECK(log.seen() == std::vector<std::uint32_t>{1});
+}
+
+TEST_CASE("with a real clock, retry_after(nanoseconds::max()) does not run early and does not hold up shutdown") {
+    std::atomic<int> calls{0};
+    herald::bus bus{{.workers = 1, .on_error = [](const herald::delivery_error&) {}}};
+    auto patient = bus.subscribe<payments>([&](const payment&) -> herald::outcome {
+        ++calls;
+        return herald::retry_after(std::chrono::nanoseconds::max(), "much later");
+    });
+    (void)bus.publish<payments>({1});
+    REQUIRE(test::eventually([&] { return bus.stats().retried >= 1; }));
+    std::this_thread::sleep_for(50ms); // the timer thread now waits (in capped steps)
+    CHECK(calls == 1);
+    CHECK(bus.dead_letters<payments>().empty());
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(bus.shutdown(herald::drain) == 0);
+    CHECK(std::chrono::steady_clock::now() - started < 5s); // prompt, not at the end of time
+    CHECK(calls == 1);
+    const auto letters = bus.dead_letters<payments>();
+    REQUIRE(letters.size() == 1);
+    CHECK(letters[0].reason == herald::dead_letter_reason::shutdown);
+    CHECK(letters[0].attempts == 1);
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <random>
 
 using namespace std::chrono_literals;
@@ -66,4 +67,34 @@ TEST_CASE("at_least_once exposes its attempt limit and schedule") {
     CHECK(p::attempts == 3);
     CHECK(p::backoff(1, 0) == 1ms);
     CHECK(p::backoff(2, 0) == 2ms);
+}
+
+TEST_CASE("delays saturate instead of overflowing, even as template arguments") {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t least = std::numeric_limits<std::int64_t>::min();
+    // Each of these overflowed 64-bit nanoseconds (undefined behaviour at run time, an
+    // "overflow in constant expression" error as a template argument).
+    static_assert(delay::s(most).nanoseconds == most);
+    static_assert(delay::s(10'000'000'000).nanoseconds == most); // about 317 years
+    static_assert(delay::ms(most / 1000).nanoseconds == most);
+    static_assert(delay::us(most).nanoseconds == most);
+    static_assert(delay::s(least).nanoseconds == least);
+    static_assert(delay::ms(-most).nanoseconds == least);
+    // In range they stay exact, up to the last representable value.
+    static_assert(delay::s(9'223'372'036).nanoseconds == 9'223'372'036'000'000'000);
+    static_assert(delay::us(most / 1000).nanoseconds == most / 1000 * 1000);
+    static_assert(delay::ms(-5).nanoseconds == -5'000'000);
+
+    using forever = herald::fixed_backoff<delay::s(most)>;
+    static_assert(forever::delay_before(1, 0) == std::chrono::nanoseconds::max());
+    using growing = herald::exponential_backoff<delay::s(1), delay::s(most), 10>;
+    CHECK(growing::delay_before(9, 0) == 100'000'000s);
+    CHECK(growing::delay_before(64, 0) == std::chrono::nanoseconds::max()); // capped, no overflow
+    CHECK(growing::delay_before(65535, 0) == std::chrono::nanoseconds::max());
+    using wide = herald::jittered_backoff<delay::ms(1), delay::s(most)>;
+    CHECK(wide::delay_before(100, ~std::uint64_t{0}) >= 0ns);
+    CHECK(wide::delay_before(100, ~std::uint64_t{0}) == std::chrono::nanoseconds::max());
+    CHECK(wide::delay_before(100, 12345) == 12345ns);
+    using retrying = herald::at_least_once<herald::max_attempts<3>, forever>;
+    CHECK(retrying::backoff(2, 0) == std::chrono::nanoseconds::max());
 }

@@ -204,3 +204,60 @@ TEST_CASE("harnesses are isolated and a scenario gives the same result every tim
         CHECK(scenario() == first); // fixed id seed: the same events fail every time
     }
 }
+
+TEST_CASE("virtual time saturates: advance(nanoseconds::max()) stops at the clock's end and fires what is due") {
+    using time_point = herald::clock_source::time_point;
+    struct twice
+        : herald::topic<reading,
+                        herald::at_least_once<herald::max_attempts<2>, herald::fixed_backoff<herald::delay::ms(10)>>> {
+    };
+    herald::testing::harness h;
+    std::vector<std::uint32_t> attempts;
+    auto sub = h.bus().subscribe<twice>([&](const herald::envelope<reading>& e) {
+        attempts.push_back(e.attempt());
+        throw std::runtime_error("sensor offline");
+    });
+    (void)h.bus().publish<twice>({1, 0});
+    h.run_until_idle();
+    CHECK(attempts == std::vector<std::uint32_t>{1});
+
+    h.advance(std::chrono::nanoseconds::max()); // from one hour: past the end, so it saturates
+    CHECK(h.clock().now() == time_point::max());
+    CHECK(attempts == std::vector<std::uint32_t>{1, 2}); // the retry due 10 ms later fired on the way
+    CHECK(h.bus().dead_letters<twice>().size() == 1);
+
+    h.advance(1h); // already at the end: it stays there
+    CHECK(h.clock().now() == time_point::max());
+    h.clock().advance(std::chrono::nanoseconds::max());
+    CHECK(h.clock().now() == time_point::max());
+    h.clock().advance_to(time_point{}); // earlier: nothing happens
+    h.clock().advance_to(time_point::max());
+    CHECK(h.clock().now() == time_point::max());
+    CHECK_THROWS_AS(h.clock().advance(-1ns), std::invalid_argument);
+    CHECK(attempts.size() == 2);
+
+    herald::manual_clock near_end{time_point::max() - 1h};
+    near_end.advance(59min);
+    CHECK(near_end.now() == time_point::max() - 1min);
+    near_end.advance(2min);
+    CHECK(near_end.now() == time_point::max());
+    herald::manual_clock early{time_point{}};
+    early.advance_to(time_point::max()); // the whole range in one move
+    CHECK(early.now() == time_point::max());
+}
+
+TEST_CASE("detail::saturating_add clamps at both ends of the clock instead of overflowing") {
+    using time_point = herald::clock_source::time_point;
+    using herald::detail::saturating_add;
+    constexpr time_point start{1h};
+    static_assert(saturating_add(start, 5ns) == start + 5ns);
+    static_assert(saturating_add(start, -5ns) == start - 5ns);
+    static_assert(saturating_add(start, std::chrono::nanoseconds::max()) == time_point::max());
+    static_assert(saturating_add(time_point::max() - 1ns, 1ns) == time_point::max());
+    static_assert(saturating_add(time_point::max() - 1ns, 2ns) == time_point::max());
+    static_assert(saturating_add(time_point::max(), std::chrono::nanoseconds::min()) == time_point{-1ns});
+    static_assert(saturating_add(time_point::min() + 1ns, -2ns) == time_point::min());
+    static_assert(saturating_add(time_point{-1h}, std::chrono::nanoseconds::min()) == time_point::min());
+    CHECK(saturating_add(start, std::chrono::nanoseconds::max()) == time_point::max());
+    CHECK(saturating_add(time_point::min(), -1ns) == time_point::min());
+}

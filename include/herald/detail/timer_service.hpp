@@ -4,6 +4,7 @@
 #include <herald/clock.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,8 @@ public:
 
     /// Runs `task->fire()` at `due` (at once if `due` has passed). Returns false, and
     /// leaves the task with the caller, once the service is closed. Thread-safe.
+    /// A task due at `time_point::max()` never comes due on a real clock: it waits until
+    /// `close()` cancels it (a manual clock fires it if advanced to its maximum).
     bool schedule(clock_source::time_point due, std::unique_ptr<timed_task>& task) {
         std::unique_lock lock(mutex_);
         if (closed_) {
@@ -105,6 +108,19 @@ private:
         std::unique_ptr<timed_task> task;
     };
 
+    /// The longest single wait of the timer thread; a later task is waited for in steps.
+    static constexpr std::chrono::nanoseconds longest_wait = std::chrono::hours(1);
+
+    /// How long to wait for a task due at `due` when it is `now` (`due > now`): the gap,
+    /// at most `longest_wait`. Computed without overflow for any two time points (their
+    /// difference always fits in 64 unsigned bits).
+    static std::chrono::nanoseconds wait_before(clock_source::time_point due, clock_source::time_point now) noexcept {
+        const auto gap = static_cast<std::uint64_t>(due.time_since_epoch().count()) -
+                         static_cast<std::uint64_t>(now.time_since_epoch().count());
+        const auto cap = static_cast<std::uint64_t>(longest_wait.count());
+        return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(gap, cap)));
+    }
+
     /// Heap order: the earliest due (then the first scheduled) on top.
     static bool later(const entry& a, const entry& b) noexcept {
         return a.due != b.due ? a.due > b.due : a.order > b.order;
@@ -142,8 +158,10 @@ private:
             const auto due = heap_.front().due;
             const auto now = clock_->now();
             if (due > now) {
-                // steady_clock is the clock of these time points, so wait_for is exact.
-                wake_.wait_for(lock, due - now);
+                // steady_clock is the clock of these time points, so wait_for is exact;
+                // the wait is capped and looped because a task may be due at (or near)
+                // time_point::max(), and wait_for adds its argument to steady_clock::now().
+                wake_.wait_for(lock, wait_before(due, now));
                 continue;
             }
             lock.unlock();

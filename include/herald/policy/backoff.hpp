@@ -11,15 +11,40 @@
 
 namespace herald {
 
+namespace detail {
+/// `count * unit` (unit > 0), clamped to the range of std::int64_t instead of
+/// overflowing, so that a delay too large for 64-bit nanoseconds (about 292 years)
+/// becomes the largest one rather than undefined behaviour or a puzzling compile error.
+[[nodiscard]] constexpr std::int64_t saturating_scale(std::int64_t count, std::int64_t unit) noexcept {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t least = std::numeric_limits<std::int64_t>::min();
+    if (count > most / unit) {
+        return most;
+    }
+    if (count < least / unit) {
+        return least;
+    }
+    return count * unit;
+}
+} // namespace detail
+
 /// A delay that can be a template argument (std::chrono durations cannot):
 /// `herald::delay::ms(250)`, `herald::delay::us(50)`, `herald::delay::s(2)`.
+/// Delays saturate: one longer than `std::chrono::nanoseconds::max()` (about 292 years)
+/// is that maximum. As a retry delay it lasts until the clock's end, i.e. until shutdown.
 struct delay {
     std::int64_t nanoseconds = 0;
 
     [[nodiscard]] static constexpr delay ns(std::int64_t n) noexcept { return delay{n}; }
-    [[nodiscard]] static constexpr delay us(std::int64_t n) noexcept { return delay{n * 1000}; }
-    [[nodiscard]] static constexpr delay ms(std::int64_t n) noexcept { return delay{n * 1000 * 1000}; }
-    [[nodiscard]] static constexpr delay s(std::int64_t n) noexcept { return delay{n * 1000 * 1000 * 1000}; }
+    [[nodiscard]] static constexpr delay us(std::int64_t n) noexcept {
+        return delay{detail::saturating_scale(n, 1000)};
+    }
+    [[nodiscard]] static constexpr delay ms(std::int64_t n) noexcept {
+        return delay{detail::saturating_scale(n, 1000 * 1000)};
+    }
+    [[nodiscard]] static constexpr delay s(std::int64_t n) noexcept {
+        return delay{detail::saturating_scale(n, 1000 * 1000 * 1000)};
+    }
 
     /// As a std::chrono duration.
     [[nodiscard]] constexpr std::chrono::nanoseconds duration() const noexcept {
