@@ -1,4 +1,6 @@
-// Heap cost of async delivery: bytes per queued event (16 B and 256 B payloads) and allocations per publish.
+// Heap cost of async delivery: bytes per queued event (16 B and 256 B payloads), allocations
+// per publish, the heap a topic keeps after subscribe/unsubscribe churn, and the heap a bus
+// keeps after a large burst has drained.
 //
 // This binary replaces the global allocation functions to count them, so it is kept
 // apart from the timing benchmarks. moodycamel's queues allocate their blocks with
@@ -9,14 +11,17 @@
 #include <herald/herald.hpp>
 
 #include <benchmark/benchmark.h>
+#include <boost/signals2/signal.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <thread>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -329,6 +334,195 @@ void queue_allocations(benchmark::State& state) {
     benchmark::DoNotOptimize(sink);
 }
 
+// --- subscribe/unsubscribe churn -----------------------------------------------------------
+//
+// N subscribe + unsubscribe pairs on one topic that keeps one steady subscriber throughout.
+// Reported per run: ns per pair, and the live heap bytes the bus still holds after the
+// churn (against the level before it). bench_report.py compares the largest N with the
+// smallest: time per pair should stay flat and the bytes held should not grow with N.
+
+/// The pair counts: 10k and 1M (100k in quick mode).
+void churn_sizes(benchmark::internal::Benchmark* b) {
+    b->Arg(10'000);
+    b->Arg(herald_bench::scaled<std::int64_t>(1'000'000, 100'000));
+}
+
+struct churn_topic : herald::topic<herald_bench::ev16> {};
+
+void report_churn(benchmark::State& state, std::chrono::steady_clock::duration took, std::int64_t held,
+                  std::int64_t pairs) {
+    const auto n = static_cast<double>(pairs);
+    state.counters["pairs"] = n;
+    state.counters["ns_per_pair"] = static_cast<double>(std::chrono::nanoseconds(took).count()) / n;
+    state.counters["held_bytes"] = static_cast<double>(held);
+    state.counters["held_bytes_per_pair"] = static_cast<double>(held) / n;
+}
+
+void herald_churn(benchmark::State& state) {
+    if (!can_count(state)) {
+        return;
+    }
+    const std::int64_t pairs = state.range(0);
+    for (auto _ : state) {
+        herald::bus bus{{.workers = 1}};
+        std::uint64_t sink = 0;
+        auto handler = [&sink](const herald_bench::ev16& e) { sink += e.a; };
+        auto steady = bus.subscribe<churn_topic>(handler);
+        {
+            // Warm-up: the first pairs create what any topic with churn has (its state,
+            // its lists' first capacity), which is not what this run measures.
+            for (int i = 0; i < 16; ++i) {
+                auto s = bus.subscribe<churn_topic>(handler);
+                s.unsubscribe();
+            }
+        }
+        const std::int64_t before = live();
+        const auto start = std::chrono::steady_clock::now();
+        for (std::int64_t i = 0; i < pairs; ++i) {
+            auto s = bus.subscribe<churn_topic>(handler);
+            s.unsubscribe();
+        }
+        const auto took = std::chrono::steady_clock::now() - start;
+        const std::int64_t held = live() - before;
+        report_churn(state, took, held, pairs);
+        (void)bus.publish<churn_topic>(herald_bench::ev16{1, 1}); // the topic still works
+        bus.drain();
+        benchmark::DoNotOptimize(sink);
+    }
+}
+
+// Baseline: a boost::signals2 signal with one steady slot; connect + disconnect pairs.
+void signals2_churn(benchmark::State& state) {
+    if (!can_count(state)) {
+        return;
+    }
+    const std::int64_t pairs = state.range(0);
+    for (auto _ : state) {
+        std::uint64_t sink = 0;
+        auto handler = [&sink](const herald_bench::ev16& e) { sink += e.a; };
+        boost::signals2::signal<void(const herald_bench::ev16&)> signal;
+        auto steady = signal.connect(handler);
+        for (int i = 0; i < 16; ++i) {
+            signal.connect(handler).disconnect();
+        }
+        const std::int64_t before = live();
+        const auto start = std::chrono::steady_clock::now();
+        for (std::int64_t i = 0; i < pairs; ++i) {
+            auto c = signal.connect(handler);
+            c.disconnect();
+        }
+        const auto took = std::chrono::steady_clock::now() - start;
+        const std::int64_t held = live() - before;
+        report_churn(state, took, held, pairs);
+        signal(herald_bench::ev16{1, 1});
+        benchmark::DoNotOptimize(sink);
+    }
+}
+
+// --- memory after a burst --------------------------------------------------------------------
+//
+// One async subscriber (on its own one-thread pool) is held inside a call while M events of
+// 1 KB are published (500k: about 0.5 GB of backlog; 50k in quick mode). Then it is released,
+// the backlog drains, and after a fixed wait of 200 ms the live heap is compared with the
+// level before the burst (measured after a small warm-up, so the bus's steady-state
+// structures are already counted in it).
+
+using burst_event = payload<1024>;
+struct burst_topic : herald::topic<burst_event> {};
+
+std::size_t burst_events() { return herald_bench::scaled<std::size_t>(500'000, 50'000); }
+constexpr auto burst_settle = std::chrono::milliseconds(200);
+
+void report_burst(benchmark::State& state, std::int64_t before, std::int64_t peak, std::int64_t after,
+                  std::size_t events) {
+    state.counters["events"] = static_cast<double>(events);
+    state.counters["before_bytes"] = static_cast<double>(before);
+    state.counters["peak_growth_bytes"] = static_cast<double>(peak - before);
+    state.counters["held_bytes"] = static_cast<double>(after - before);
+}
+
+void herald_burst(benchmark::State& state) {
+    if (!can_count(state)) {
+        return;
+    }
+    const std::size_t n = burst_events();
+    for (auto _ : state) {
+        herald::bus bus{{.workers = 1}};
+        std::atomic<bool> armed{false};
+        std::atomic<bool> entered{false};
+        std::atomic<bool> release{false};
+        std::atomic<std::uint64_t> handled{0};
+        std::uint64_t sink = 0;
+        auto handler = [&](const burst_event& e) {
+            if (armed.exchange(false)) {
+                entered.store(true);
+                entered.notify_all();
+                release.wait(false);
+            }
+            sink += e.a;
+            herald_bench::bump(handled); // serial subscriber: one call at a time
+        };
+        auto sub = bus.subscribe<burst_topic>(handler, {.pool = bus.make_pool(1)});
+        // Warm-up: a few small rounds, so the level before the burst is a bus in use.
+        std::uint64_t target = 0;
+        for (int round = 0; round < 4; ++round) {
+            for (std::uint64_t i = 0; i < 256; ++i) {
+                (void)bus.publish<burst_topic>(burst_event{i, i});
+            }
+            target += 256;
+            herald_bench::wait_until(handled, target);
+        }
+        bus.drain();
+        const std::int64_t before = live();
+
+        armed.store(true);
+        (void)bus.publish<burst_topic>(burst_event{});
+        entered.wait(false);
+        for (std::size_t i = 1; i < n; ++i) {
+            (void)bus.publish<burst_topic>(burst_event{i, i});
+        }
+        const std::int64_t peak = live();
+        release.store(true);
+        release.notify_all();
+        bus.drain();
+        std::this_thread::sleep_for(burst_settle);
+        const std::int64_t after = live();
+        report_burst(state, before, peak, after, n);
+        benchmark::DoNotOptimize(sink);
+    }
+}
+
+// Baseline: a raw moodycamel ConcurrentQueue of the same events filled with M and emptied.
+void moodycamel_burst(benchmark::State& state) {
+    if (!can_count(state)) {
+        return;
+    }
+    const std::size_t n = burst_events();
+    for (auto _ : state) {
+        moodycamel::ConcurrentQueue<burst_event> queue;
+        moodycamel::ProducerToken producer(queue);
+        moodycamel::ConsumerToken consumer(queue);
+        burst_event item{};
+        for (std::uint64_t i = 0; i < 1024; ++i) {
+            queue.enqueue(producer, burst_event{i, i});
+            (void)queue.try_dequeue(consumer, item);
+        }
+        const std::int64_t before = live();
+        for (std::size_t i = 0; i < n; ++i) {
+            queue.enqueue(producer, burst_event{i, i});
+        }
+        const std::int64_t peak = live();
+        std::uint64_t sink = 0;
+        while (queue.try_dequeue(consumer, item)) {
+            sink += item.a;
+        }
+        std::this_thread::sleep_for(burst_settle);
+        const std::int64_t after = live();
+        report_burst(state, before, peak, after, n);
+        benchmark::DoNotOptimize(sink);
+    }
+}
+
 #define HERALD_MEMORY(fn, name) BENCHMARK(fn)->Name(name)->Iterations(1)->UseRealTime()
 
 HERALD_MEMORY(herald_queued<16>, "queued_bytes/herald/16");
@@ -341,5 +535,11 @@ HERALD_MEMORY(herald_allocations<64>, "allocs_per_publish/herald/64");
 HERALD_MEMORY(queue_allocations<herald_bench::spin_queue>, "allocs_per_publish/moodycamel_spin/16");
 HERALD_MEMORY(queue_allocations<herald_bench::blocking_queue>, "allocs_per_publish/moodycamel_blocking/16");
 HERALD_MEMORY(queue_allocations<herald_bench::mutex_queue>, "allocs_per_publish/mutex_condvar/16");
+
+HERALD_MEMORY(herald_churn, "churn/herald")->Apply(churn_sizes);
+HERALD_MEMORY(signals2_churn, "churn/signals2")->Apply(churn_sizes);
+
+HERALD_MEMORY(herald_burst, "burst_1k/herald");
+HERALD_MEMORY(moodycamel_burst, "burst_1k/moodycamel");
 
 } // namespace

@@ -95,6 +95,14 @@ def fmt(value):
     return f"{value:.3g}"
 
 
+def count_label(n):
+    """A run size as written in the targets: 10000 -> "10k", 1000000 -> "1M"."""
+    for scale, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    return str(n)
+
+
 class Row:
     def __init__(self, scenario, herald, baseline, target=None, check=None, ratio=True):
         self.scenario = scenario
@@ -207,6 +215,29 @@ def build_rows(r):
     rows.append(Row("  (16 B) vs mutex+condvar (std::deque)", mem("allocs_per_publish/herald/16", "allocs_per_publish"),
                     mem("allocs_per_publish/mutex_condvar/16", "allocs_per_publish"), ratio=False))
     sections.append(("Memory", rows))
+
+    # Hardening: subscribe/unsubscribe churn in bounded memory and constant time per pair;
+    # the heap returns to its level before a large burst once the backlog has drained.
+    rows = []
+    churn_counts = sorted(int(n.rsplit("/", 1)[1]) for n in r.names("churn/herald/"))
+    small, large = (churn_counts[0], churn_counts[-1]) if len(churn_counts) >= 2 else (10_000, 1_000_000)
+    churn = lambda who, n, c: r.value(f"churn/{who}/{n}", c)  # noqa: E731
+    rows.append(Row(f"churn: ns per sub+unsub pair, {count_label(large)} pairs vs {count_label(small)}",
+                    churn("herald", large, "ns_per_pair"), churn("herald", small, "ns_per_pair"),
+                    "ratio <= 1.5", lambda h, b, q: q <= 1.5))
+    rows.append(Row(f"  churn {count_label(small)} (ns/pair) vs signals2 connect+disconnect",
+                    churn("herald", small, "ns_per_pair"), churn("signals2", small, "ns_per_pair")))
+    rows.append(Row(f"  bytes held after {count_label(large)} pairs vs after {count_label(small)}",
+                    churn("herald", large, "held_bytes"), churn("herald", small, "held_bytes"),
+                    "herald <= baseline + 16 KiB", lambda h, b, q: h <= b + 16 * 1024, ratio=False))
+    events = r.value("burst_1k/herald", "events")
+    burst = f"{count_label(int(events))} x 1 KB" if events else "1 KB"
+    rows.append(Row(f"bytes held 200 ms after a {burst} burst vs its peak",
+                    r.value("burst_1k/herald", "held_bytes"), r.value("burst_1k/herald", "peak_growth_bytes"),
+                    "herald <= 1 MB", lambda h, b, q: h <= 1024 * 1024))
+    rows.append(Row("  vs raw moodycamel queue, same burst drained",
+                    r.value("burst_1k/herald", "held_bytes"), r.value("burst_1k/moodycamel", "held_bytes")))
+    sections.append(("Churn and bursts (heap held by the bus, bytes)", rows))
 
     # Delivery policies (the policies issue): the same async 1->1 run per policy, one
     # binary; the targets are on time per event, i.e. the inverse throughput ratio.

@@ -716,7 +716,7 @@ private:
             (void)open;
             (void)tally;
         } else {
-            if (retired_ || peak_ <= static_cast<std::int64_t>(Traits::queue_shrink_threshold) ||
+            if (!open || retired_ || peak_ <= static_cast<std::int64_t>(Traits::queue_shrink_threshold) ||
                 !box_->looks_empty()) {
                 return;
             }
