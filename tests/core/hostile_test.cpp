@@ -472,48 +472,37 @@ namespace {
 struct shallow_traits : herald::default_bus_traits {
     static constexpr std::uint32_t max_publish_depth = 8;
 };
+
+/// Two inline handlers that publish to each other's topic, for ever; returns how deep
+/// the cycle got before a publish was refused.
+template <class Bus>
+int run_cycle(Bus& bus) {
+    int deepest = 0;
+    auto handler_for = [&](auto next) {
+        return [&bus, &deepest, next](const test::tick& t) {
+            deepest = std::max(deepest, t.value);
+            (void)bus.template publish<decltype(next)>({0, t.value + 1});
+        };
+    };
+    auto forth = bus.template subscribe<ping>(handler_for(pong{}), {.mode = herald::inline_delivery});
+    auto back = bus.template subscribe<pong>(handler_for(ping{}), {.mode = herald::inline_delivery});
+    const auto r = bus.template publish<ping>({0, 1});
+    CHECK(r.handled_inline == 1); // the outermost handler returned normally
+    return deepest;
+}
 } // namespace
 
 TEST_CASE("a cycle of inline handlers ends at the nesting limit with a reported failure") {
     error_log errors;
     herald::basic_bus<shallow_traits> bus{{.workers = 1, .on_error = errors.handler()}};
-    int deepest = 0;
-    auto forth = bus.subscribe<ping>(
-        [&](const test::tick& t) {
-            deepest = std::max(deepest, t.value);
-            (void)bus.publish<pong>({0, t.value + 1});
-        },
-        {.mode = herald::inline_delivery});
-    auto back = bus.subscribe<pong>(
-        [&](const test::tick& t) {
-            deepest = std::max(deepest, t.value);
-            (void)bus.publish<ping>({0, t.value + 1});
-        },
-        {.mode = herald::inline_delivery});
-    const auto r = bus.publish<ping>({0, 1});
-    CHECK(r.handled_inline == 1); // the outermost handler returned normally
-    CHECK(deepest == 8);
+    CHECK(run_cycle(bus) == 8);
     REQUIRE(errors.size() == 1); // only the innermost handler failed
     CHECK(errors.messages[0].find("max_publish_depth") != std::string::npos);
     CHECK(bus.stats().failed == 1);
 
     SUBCASE("the default limit keeps a long cycle off the stack's end") {
         herald::bus deep{{.workers = 1, .on_error = [](const herald::delivery_error&) {}}};
-        int levels = 0;
-        auto f = deep.subscribe<ping>(
-            [&](const test::tick& t) {
-                levels = std::max(levels, t.value);
-                (void)deep.publish<pong>({0, t.value + 1});
-            },
-            {.mode = herald::inline_delivery});
-        auto g = deep.subscribe<pong>(
-            [&](const test::tick& t) {
-                levels = std::max(levels, t.value);
-                (void)deep.publish<ping>({0, t.value + 1});
-            },
-            {.mode = herald::inline_delivery});
-        (void)deep.publish<ping>({0, 1});
-        CHECK(levels == static_cast<int>(herald::default_bus_traits::max_publish_depth));
+        CHECK(run_cycle(deep) == static_cast<int>(herald::default_bus_traits::max_publish_depth));
         CHECK(deep.stats().failed == 1);
     }
 }

@@ -156,26 +156,25 @@ inline thread_slot& this_thread_slot() {
 /// The slot of this thread if it has one, else null; never allocates.
 inline const thread_slot* this_thread_slot_if_any() noexcept { return current_slot; }
 
-/// True when some thread's `reading` entry holds `list`.
-inline bool someone_reads(const void* list) noexcept {
+/// True when some thread's entry in `entries` (`&thread_slot::reading` or
+/// `&thread_slot::calling`) holds `value`.
+template <class Entries>
+bool someone_announces(Entries thread_slot::*entries, const void* value) noexcept {
     bool found = false;
     slots().for_each([&](const thread_slot& s) {
-        for (const auto& entry : s.reading) {
-            found = found || entry.load(std::memory_order_acquire) == list;
+        for (const auto& entry : s.*entries) {
+            found = found || entry.load(std::memory_order_acquire) == value;
         }
     });
     return found;
 }
 
-/// True when some thread's `calling` entry holds `subscriber`.
+/// True when some thread is reading the snapshot `list`.
+inline bool someone_reads(const void* list) noexcept { return someone_announces(&thread_slot::reading, list); }
+
+/// True when some thread runs an announced call (a filter, an inline call, a put) of `subscriber`.
 inline bool someone_calls(const void* subscriber) noexcept {
-    bool found = false;
-    slots().for_each([&](const thread_slot& s) {
-        for (const auto& entry : s.calling) {
-            found = found || entry.load(std::memory_order_acquire) == subscriber;
-        }
-    });
-    return found;
+    return someone_announces(&thread_slot::calling, subscriber);
 }
 
 /// One step of a polling wait: spin, then yield, then sleep (a long handler).
