@@ -29,7 +29,14 @@ struct default_bus_traits {
     /// allocator instead of staying with the subscriber (moodycamel queues never free
     /// their blocks). 0 keeps the peak for the subscriber's lifetime. Concurrent
     /// subscribers keep their queue's peak.
-    static constexpr std::size_t queue_shrink_threshold = 1024;
+    static constexpr std::size_t queue_shrink_threshold = 16384;
+
+    /// The shortest time between two such replacements of one subscriber's queue: each
+    /// costs a process-wide memory barrier and fresh blocks, so a subscriber whose
+    /// backlog comes and goes all the time does not pay it on every batch. A backlog
+    /// that drains sooner after the previous replacement keeps its memory until a
+    /// later batch (of that subscriber) finds the interval passed.
+    static constexpr std::chrono::milliseconds queue_shrink_interval{100};
 
     /// How many publishes may nest on one thread (an inline handler publishing, whose
     /// inline handler publishes, ...). Each level costs roughly a kilobyte of stack; the

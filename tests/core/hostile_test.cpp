@@ -473,19 +473,22 @@ struct shallow_traits : herald::default_bus_traits {
     static constexpr std::uint32_t max_publish_depth = 8;
 };
 
+/// An inline handler that records how deep it runs and publishes on `Next`.
+template <class Next, class Bus>
+auto publish_onwards(Bus& bus, int& deepest) {
+    return [&bus, &deepest](const test::tick& t) {
+        deepest = std::max(deepest, t.value);
+        (void)bus.template publish<Next>({0, t.value + 1});
+    };
+}
+
 /// Two inline handlers that publish to each other's topic, for ever; returns how deep
 /// the cycle got before a publish was refused.
 template <class Bus>
 int run_cycle(Bus& bus) {
     int deepest = 0;
-    auto handler_for = [&](auto next) {
-        return [&bus, &deepest, next](const test::tick& t) {
-            deepest = std::max(deepest, t.value);
-            (void)bus.template publish<decltype(next)>({0, t.value + 1});
-        };
-    };
-    auto forth = bus.template subscribe<ping>(handler_for(pong{}), {.mode = herald::inline_delivery});
-    auto back = bus.template subscribe<pong>(handler_for(ping{}), {.mode = herald::inline_delivery});
+    auto forth = bus.template subscribe<ping>(publish_onwards<pong>(bus, deepest), {.mode = herald::inline_delivery});
+    auto back = bus.template subscribe<pong>(publish_onwards<ping>(bus, deepest), {.mode = herald::inline_delivery});
     const auto r = bus.template publish<ping>({0, 1});
     CHECK(r.handled_inline == 1); // the outermost handler returned normally
     return deepest;

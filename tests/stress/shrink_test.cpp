@@ -17,6 +17,7 @@ namespace {
 
 struct shrinking_traits : herald::default_bus_traits {
     static constexpr std::size_t queue_shrink_threshold = 8;
+    static constexpr std::chrono::milliseconds queue_shrink_interval{0};
     static constexpr std::size_t batch_size = 16;
 };
 

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -152,7 +153,7 @@ protected:
     /// and a load, found by `wait_for_inline_calls`) or, without a slot or past its
     /// depth, a count in the gate.
     template <class Body>
-    bool with_entry(Body&& body) noexcept {
+    [[gnu::always_inline]] bool with_entry(Body&& body) noexcept {
         thread_slot* me = current_slot;
         if (me == nullptr || me->calls == thread_slot::depth) {
             if (!enter()) {
@@ -414,7 +415,7 @@ public:
     offered offer(Env&& env, std::size_t level, clock_source::time_point now, topic_core* count_in,
                   std::uint8_t slot) noexcept {
         offered what = offered::declined;
-        with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
+        with_entry([&](caller /*who*/, std::uint32_t /*shard*/) __attribute__((always_inline)) {
             if (!passes(env)) {
                 return;
             }
@@ -441,7 +442,8 @@ public:
         call_failure why;
         outcome_kind got = outcome_kind::skipped;
         auto call = [&](std::optional<outcome>& told) { return invoke(env, false, told); };
-        with_entry([&](caller who, std::uint32_t shard) {
+        // Inlined by force: this is the per-subscriber cost of an inline publish.
+        with_entry([&](caller who, std::uint32_t shard) __attribute__((always_inline)) {
             if (!track_.is_empty()) {
                 got = inline_tracked(env, call, who, why, shard);
             } else if (filter_.is_empty() || run_filter(env)) {
@@ -719,6 +721,13 @@ private:
             if (!open || retired_ || peak_ <= static_cast<std::int64_t>(Traits::queue_shrink_threshold) ||
                 !box_->looks_empty()) {
                 return;
+            }
+            if constexpr (Traits::queue_shrink_interval.count() > 0) {
+                const auto now = std::chrono::steady_clock::now();
+                if (shrunk_at_ && now - *shrunk_at_ < Traits::queue_shrink_interval) {
+                    return;
+                }
+                shrunk_at_ = now;
             }
             std::unique_ptr<mailbox> fresh;
             try {
@@ -1231,6 +1240,8 @@ private:
     std::unique_ptr<mailbox> retired_;
     /// Strand only: the largest backlog seen since the mailbox was last replaced.
     std::int64_t peak_ = 0;
+    /// Strand only: when the mailbox was last replaced.
+    std::optional<std::chrono::steady_clock::time_point> shrunk_at_;
 };
 
 /// Adapts a user's handler to the envelope the bus delivers.

@@ -28,13 +28,13 @@ namespace herald::detail {
 class fences {
 public:
     /// Whether the membarrier scheme is in use; decided once per process.
-    [[nodiscard]] static bool asymmetric() noexcept {
+    [[nodiscard, gnu::always_inline]] static bool asymmetric() noexcept {
         static const bool registered = register_process();
         return registered;
     }
 
     /// The reader's half: orders its earlier stores before its later loads.
-    static void light() noexcept {
+    [[gnu::always_inline]] static void light() noexcept {
         if (asymmetric()) {
             std::atomic_signal_fence(std::memory_order_seq_cst);
         } else {

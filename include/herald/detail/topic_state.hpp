@@ -123,11 +123,8 @@ public:
         // A nested publish (an inline handler publishing) costs stack; past the limit
         // it is refused before anything happens. Dead letters are published on behalf of
         // a delivery and are exempt (their topic has no dead letters of its own).
-        if (inherited_slot < 0 && publish_depth >= Traits::max_publish_depth) {
-            throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
-                              std::to_string(publish_depth) +
-                              " publishes deep on this thread (Traits::max_publish_depth); an inline handler "
-                              "cycle between topics?");
+        if (inherited_slot < 0 && publish_depth >= Traits::max_publish_depth) [[unlikely]] {
+            refuse_nesting();
         }
         const depth_scope nesting;
 
@@ -214,6 +211,14 @@ public:
             end_flights(slot, subs.async_count - result.queued);
         }
         return result;
+    }
+
+    /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
+    [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
+        throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
+                          std::to_string(publish_depth) +
+                          " publishes deep on this thread (Traits::max_publish_depth); an inline handler cycle "
+                          "between topics?");
     }
 
     void add(std::shared_ptr<subscriber_type> joining) {
