@@ -468,6 +468,38 @@ TEST_CASE("an executor that refuses a task fails those deliveries instead of str
     bus.drain();
 }
 
+// The refusal fails what was waiting when the executor said no, and nothing queued
+// after it: a retry (or a publish) that arrives while the refused deliveries are being
+// failed is a new delivery, and the executor is asked again for it. CI once saw a retry
+// timer fire inside that window and the retry fail with the old refusal.
+TEST_CASE("a delivery queued while a refusal is handled is not failed with that refusal") {
+    const test::watchdog dog("drain() after a refusal raced a publish");
+    auto pool = std::make_shared<refusing_executor>(2);
+    std::latch reported(1);
+    std::latch published(1);
+    std::atomic<int> errors{0};
+    herald::bus bus{{.default_executor = pool, .on_error = [&](const herald::delivery_error&) {
+                         if (++errors == 1) {
+                             reported.count_down();
+                             published.wait(); // the refusal is being handled right now
+                         }
+                     }}};
+    std::vector<int> got;
+    auto sub = bus.subscribe<test::ticks>([&](const test::tick& t) { got.push_back(t.value); });
+    pool->refusals = 1;
+    std::thread first([&] { (void)bus.publish<test::ticks>({0, 1}); }); // refused, fails in on_error
+    reported.wait();
+    const auto second = bus.publish<test::ticks>({0, 2}); // queued behind the refused one
+    published.count_down();
+    first.join();
+    bus.drain();
+    CHECK(second.accepted());
+    CHECK(errors == 1);
+    CHECK(sub.stats().failed == 1);
+    CHECK(sub.stats().delivered == 1);
+    CHECK(got == std::vector<int>{2});
+}
+
 namespace {
 struct shallow_traits : herald::default_bus_traits {
     static constexpr std::uint32_t max_publish_depth = 8;

@@ -934,10 +934,10 @@ private:
     }
 
     /// The executor refused to run this subscriber (`post` threw): rather than leave
-    /// its queue stranded, each waiting delivery fails with that exception (reported,
-    /// counted, retried on retrying topics), then posting is tried again. The caller
-    /// owns the strand (it scheduled it, or is it); a concurrent subscriber fails one
-    /// delivery per refused post.
+    /// its queue stranded, each delivery waiting at that moment fails with that
+    /// exception (reported, counted, retried on retrying topics), then posting is tried
+    /// again for whatever was queued meanwhile. The caller owns the strand (it scheduled
+    /// it, or is it); a concurrent subscriber fails one delivery per refused post.
     void refused(std::exception_ptr error) noexcept {
         if (order_ == ordering::concurrent) {
             std::optional<item_type> item;
@@ -952,8 +952,12 @@ private:
         for (;;) {
             std::int64_t ended[2] = {0, 0};
             std::int64_t done = 0;
+            // Only what was counted before the refusal: an item queued while the ones
+            // before it fail (a retry whose timer fired, a publish from another thread)
+            // was never refused, and gets its own post below.
+            const std::int64_t waiting = pending_.load(std::memory_order_acquire);
             std::optional<item_type> item;
-            while (take_any(item)) {
+            while (done < waiting && take_any(item)) {
                 ++done;
                 const std::uint8_t slot = envelope_access::epoch(envelope_of(*item));
                 if (fail_item(*item, error)) {
