@@ -184,8 +184,8 @@ public:
 
     /// Creates the bus and starts its default pool.
     explicit basic_bus(bus_options options = {})
-        : core_(std::move(options.source), std::move(options.on_error), std::move(options.clock),
-                options.dead_letter_capacity),
+        : core_(detail::bus_settings::of<Traits>(), std::move(options.source), std::move(options.on_error),
+                std::move(options.clock), options.dead_letter_capacity),
           nonce_(options.id_seed != 0
                      ? detail::mix64(options.id_seed)
                      : detail::mix64(
@@ -265,7 +265,7 @@ public:
     /// oldest first (a copy; the store keeps them). Thread-safe.
     template <topic_type T>
     [[nodiscard]] std::vector<dead_letter<typename T::event_type>> dead_letters() {
-        static_assert(detail::topic_state<T, Traits>::has_dead_letters,
+        static_assert(detail::topic_state<T>::has_dead_letters,
                       "herald: dead_letters<Topic>(): this topic's policy never dead-letters (use at_least_once, or "
                       "priority with expire_after<..., on_expiry::dead_letter>)");
         return topic_of<T>().stored_dead_letters();
@@ -274,7 +274,7 @@ public:
     /// Empties the dead-letter store of `T` and returns what it held, oldest first.
     template <topic_type T>
     [[nodiscard]] std::vector<dead_letter<typename T::event_type>> take_dead_letters() {
-        static_assert(detail::topic_state<T, Traits>::has_dead_letters,
+        static_assert(detail::topic_state<T>::has_dead_letters,
                       "herald: take_dead_letters<Topic>(): this topic's policy never dead-letters");
         return topic_of<T>().take_dead_letters();
     }
@@ -289,35 +289,25 @@ public:
     template <topic_type T, class H>
     subscription subscribe(H&& handler, subscribe_options<typename T::event_type> options = {}) {
         using event_type = typename T::event_type;
-        static_assert(detail::check_handler<T, event_type, std::decay_t<H>>::value);
-        using subscriber_type = detail::subscriber_impl<T, Traits, std::decay_t<H>>;
+        using handler_type = std::decay_t<H>;
+        static_assert(detail::check_handler<T, event_type, handler_type>::value);
 
-        if (detail::topic_state<T, Traits>::prioritised && options.mode == delivery::async &&
-            options.order == ordering::concurrent) {
-            throw usage_error("herald: subscribe to priority topic '" + std::string(topic_name_v<T>) +
-                              "' with ordering::concurrent; priority subscribers are serial");
-        }
         auto& state = topic_of<T>();
-        if (core_.stopped.load(std::memory_order_acquire)) {
+        detail::subscriber_setup setup;
+        setup.needs_envelope =
+            std::is_invocable_v<handler_type&, const envelope<event_type>&> || options.filter.reads_envelope();
+        setup.has_filter = !options.filter.is_empty();
+        if (!prepare(state, options.mode, options.order, std::move(options.name), std::move(options.pool),
+                     std::move(options.track), setup)) {
             return subscription{};
         }
-        std::string name = options.name.empty()
-                               ? std::string(topic_name_v<T>) + "#" +
-                                     std::to_string(state.names_given.fetch_add(1, std::memory_order_relaxed) + 1)
-                               : std::move(options.name);
-        executor* runs_on = nullptr;
-        if (options.mode == delivery::async) {
-            runs_on = options.pool ? adopt(std::move(options.pool)) : default_executor_.get();
+        setup.ops = &detail::ops_of<event_type>();
+        if (setup.mode == delivery::async) {
+            setup.box = detail::make_mailbox<event_type>(setup.order == ordering::serial, state.rules.lanes,
+                                                         Traits::initial_queue_capacity);
         }
-        auto subscriber =
-            std::make_shared<subscriber_type>(std::forward<H>(handler), std::move(options), std::move(name), runs_on,
-                                              default_executor_.get(), state.shared_from_this());
-        state.add(subscriber);
-        if (core_.stopped.load(std::memory_order_seq_cst)) {
-            subscriber->unsubscribe();
-            return subscription{};
-        }
-        return subscription{subscriber};
+        return attach(state, std::make_shared<detail::subscriber_impl<event_type, handler_type>>(
+                                 std::forward<H>(handler), std::move(options.filter), std::move(setup)));
     }
 
     /// Creates a thread pool owned by this bus, for `subscribe_options::pool`: give a
@@ -436,42 +426,86 @@ public:
 private:
     friend struct detail::bus_access;
 
+    /// The part of `subscribe` that does not depend on the topic's types. Fills `setup`;
+    /// false when the bus has stopped.
+    bool prepare(detail::topic_base& state, delivery mode, ordering order, std::string name,
+                 std::shared_ptr<executor> pool, tracked_objects track, detail::subscriber_setup& setup) {
+        if (state.rules.prioritised && mode == delivery::async && order == ordering::concurrent) {
+            throw usage_error("herald: subscribe to priority topic '" + std::string(state.where.topic) +
+                              "' with ordering::concurrent; priority subscribers are serial");
+        }
+        if (core_.stopped.load(std::memory_order_acquire)) {
+            return false;
+        }
+        setup.name = name.empty() ? std::string(state.where.topic) + "#" +
+                                        std::to_string(state.names_given.fetch_add(1, std::memory_order_relaxed) + 1)
+                                  : std::move(name);
+        setup.mode = mode;
+        setup.order = order;
+        setup.track = std::move(track);
+        setup.exec = mode == delivery::async && pool ? adopt(std::move(pool)) : default_executor_.get();
+        setup.topic = state.shared_from_this();
+        setup.policy = &state.rules;
+        return true;
+    }
+
+    /// Adds a new subscriber to its topic and returns its handle (disconnected when the
+    /// bus stopped meanwhile).
+    subscription attach(detail::topic_base& state, std::shared_ptr<detail::subscriber_base> subscriber) {
+        state.add(subscriber);
+        if (core_.stopped.load(std::memory_order_seq_cst)) {
+            subscriber->unsubscribe();
+            return subscription{};
+        }
+        return subscription{subscriber};
+    }
+
     template <class T>
-    detail::topic_state<T, Traits>& topic_of() {
+    detail::topic_state<T>& topic_of() {
         if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
-            return static_cast<detail::topic_state<T, Traits>&>(*found);
+            return static_cast<detail::topic_state<T>&>(*found);
         }
         return register_topic<T>();
     }
 
     template <class T>
-    detail::topic_state<T, Traits>& register_topic() {
+    detail::topic_state<T>& register_topic() {
         std::lock_guard lock(registry_mutex_);
         return register_locked<T>();
     }
 
     template <class T>
-    detail::topic_state<T, Traits>& register_locked() {
+    detail::topic_state<T>& register_locked() {
         if (detail::topic_core* found = table_.find(topic_id_v<T>)) {
-            return static_cast<detail::topic_state<T, Traits>&>(*found);
+            return static_cast<detail::topic_state<T>&>(*found);
         }
-        const std::string_view name = topic_name_v<T>;
-        const std::string_view type = detail::type_name<T>();
+        const std::uint64_t prefix = claim_name(topic_name_v<T>, detail::type_name<T>(), topic_id_v<T>);
+        auto state = std::make_shared<detail::topic_state<T>>(core_, prefix);
+        if constexpr (detail::topic_state<T>::has_dead_letters) {
+            // Before this topic is visible: its first failure may need the link.
+            state->link_dead_letters(&register_locked<dead_letter_topic<T>>());
+        }
+        publish_topic(topic_name_v<T>, detail::type_name<T>(), topic_id_v<T>, state);
+        return *state;
+    }
+
+    /// Refuses a second topic type with the same name; returns the topic's id prefix.
+    /// Called under the registry mutex.
+    std::uint64_t claim_name(std::string_view name, std::string_view type, std::uint64_t id) const {
         if (const auto clash = names_.find(name); clash != names_.end() && clash->second != type) {
             throw usage_error("herald: topic types '" + std::string(clash->second) + "' and '" + std::string(type) +
                               "' share the name '" + std::string(name) + "'; topic names must be unique");
         }
-        std::uint64_t prefix = detail::mix64(nonce_ ^ topic_id_v<T>);
-        prefix = prefix == 0 ? 1 : prefix; // the nil id stays reserved
-        auto state = std::make_shared<detail::topic_state<T, Traits>>(core_, prefix);
-        if constexpr (detail::topic_state<T, Traits>::has_dead_letters) {
-            // Before this topic is visible: its first failure may need the link.
-            state->link_dead_letters(&register_locked<dead_letter_topic<T>>());
-        }
+        const std::uint64_t prefix = detail::mix64(nonce_ ^ id);
+        return prefix == 0 ? 1 : prefix; // the nil id stays reserved
+    }
+
+    /// Makes a registered topic visible to lookups. Called under the registry mutex.
+    void publish_topic(std::string_view name, std::string_view type, std::uint64_t id,
+                       const std::shared_ptr<detail::topic_core>& state) {
         topics_.push_back(state);
         names_.emplace(name, type);
-        table_.insert(topic_id_v<T>, state.get());
-        return *state;
+        table_.insert(id, state.get());
     }
 
     /// Runs the work of executors driven by their caller (`herald::testing`'s manual

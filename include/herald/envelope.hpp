@@ -125,24 +125,12 @@ struct envelope_access;
 inline constexpr std::uint32_t max_attempts_limit = 65535;
 } // namespace detail
 
-/// What a handler receives: the event and its metadata. Handlers may take
-/// `const envelope<Event>&` instead of `const Event&` to read the metadata.
-///
-/// Copying an envelope copies the event. `topic()` and `source()` view strings owned by
-/// the bus: they stay valid while the bus exists (copy them to keep them longer).
-template <class Event>
-class envelope {
+/// The metadata every envelope carries, whatever its event type (CloudEvents-like):
+/// what `envelope<Event>` adds to the event. Handlers see it through `envelope<Event>`.
+class envelope_base {
 public:
-    using event_type = Event;
     /// Wall-clock time, as CloudEvents' `time`.
     using time_point = std::chrono::system_clock::time_point;
-
-    /// The event itself.
-    [[nodiscard]] const Event& event() const& noexcept { return event_; }
-    /// The event itself, mutable: every async subscriber owns its copy.
-    [[nodiscard]] Event& event() & noexcept { return event_; }
-    /// The event, moved out of an expiring envelope.
-    [[nodiscard]] Event&& event() && noexcept { return std::move(event_); }
 
     /// Unique id of the event (CloudEvents `id`).
     [[nodiscard]] event_id id() const noexcept { return id_; }
@@ -167,15 +155,13 @@ public:
     /// The priority level it was published with (always 0 on topics without priorities).
     [[nodiscard]] std::uint8_t priority() const noexcept { return priority_; }
 
+protected:
+    explicit envelope_base(std::uint32_t from) noexcept : origin_(from) {}
+
 private:
     friend struct detail::envelope_access;
 
-    template <class... Args>
-    explicit envelope(std::uint32_t from, std::in_place_t, Args&&... args)
-        : event_(std::forward<Args>(args)...), origin_(from) {}
-
     // 56 bytes of metadata: an event waiting in a queue costs its size plus these.
-    Event event_;
     event_id id_{};
     event_id correlation_{};
     std::uint64_t sequence_ = 0;
@@ -187,6 +173,33 @@ private:
     std::uint8_t epoch_ = 0;
 };
 
+/// What a handler receives: the event and its metadata (`envelope_base`). Handlers may
+/// take `const envelope<Event>&` instead of `const Event&` to read the metadata.
+///
+/// Copying an envelope copies the event. `topic()` and `source()` view strings owned by
+/// the bus: they stay valid while the bus exists (copy them to keep them longer).
+template <class Event>
+class envelope : public envelope_base {
+public:
+    using event_type = Event;
+
+    /// The event itself.
+    [[nodiscard]] const Event& event() const& noexcept { return event_; }
+    /// The event itself, mutable: every async subscriber owns its copy.
+    [[nodiscard]] Event& event() & noexcept { return event_; }
+    /// The event, moved out of an expiring envelope.
+    [[nodiscard]] Event&& event() && noexcept { return std::move(event_); }
+
+private:
+    friend struct detail::envelope_access;
+
+    template <class... Args>
+    explicit envelope(std::uint32_t from, std::in_place_t, Args&&... args)
+        : envelope_base(from), event_(std::forward<Args>(args)...) {}
+
+    Event event_;
+};
+
 namespace detail {
 /// The bus's back door to the envelope's private state.
 struct envelope_access {
@@ -194,31 +207,20 @@ struct envelope_access {
     static envelope<Event> make(std::uint32_t from, Args&&... args) {
         return envelope<Event>(from, std::in_place, std::forward<Args>(args)...);
     }
-    template <class Event>
-    static void stamp(envelope<Event>& env, event_id id, std::uint64_t sequence,
-                      typename envelope<Event>::time_point time, event_id correlation) noexcept {
+    static void stamp(envelope_base& env, event_id id, std::uint64_t sequence, envelope_base::time_point time,
+                      event_id correlation) noexcept {
         env.id_ = id;
         env.sequence_ = sequence;
         env.time_ = time;
         env.correlation_ = correlation;
     }
     /// Policies allow at most `max_attempts_limit` attempts, so the count fits.
-    template <class Event>
-    static void set_attempt(envelope<Event>& env, std::uint32_t attempt) noexcept {
+    static void set_attempt(envelope_base& env, std::uint32_t attempt) noexcept {
         env.attempt_ = static_cast<std::uint16_t>(attempt);
     }
-    template <class Event>
-    static void set_priority(envelope<Event>& env, std::uint8_t level) noexcept {
-        env.priority_ = level;
-    }
-    template <class Event>
-    static void set_epoch(envelope<Event>& env, std::uint8_t epoch) noexcept {
-        env.epoch_ = epoch;
-    }
-    template <class Event>
-    static std::uint8_t epoch(const envelope<Event>& env) noexcept {
-        return env.epoch_;
-    }
+    static void set_priority(envelope_base& env, std::uint8_t level) noexcept { env.priority_ = level; }
+    static void set_epoch(envelope_base& env, std::uint8_t epoch) noexcept { env.epoch_ = epoch; }
+    static std::uint8_t epoch(const envelope_base& env) noexcept { return env.epoch_; }
 };
 } // namespace detail
 

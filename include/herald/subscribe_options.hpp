@@ -3,8 +3,7 @@
 
 #include <herald/envelope.hpp>
 #include <herald/executor.hpp>
-
-#include <boost/signals2/slot.hpp>
+#include <herald/track.hpp>
 
 #include <concepts>
 #include <cstdint>
@@ -73,58 +72,6 @@ public:
 private:
     std::function<bool(const envelope<Event>&)> test_;
     bool reads_envelope_ = false;
-};
-
-/// Objects a subscription depends on. While any of them is alive the subscription
-/// delivers; once one has expired, delivery stops and the subscription disconnects
-/// itself. During each handler call every tracked object is locked, so it cannot die
-/// while its handler runs. Accepts `std::shared_ptr`/`std::weak_ptr` and
-/// `boost::shared_ptr`/`boost::weak_ptr` to any type.
-///
-/// Built on Boost.Signals2's slot tracking (`track` / `track_foreign`).
-class tracked_objects {
-public:
-    /// Tracks nothing.
-    tracked_objects() = default;
-
-    /// Tracks each argument.
-    template <class... Ptrs>
-        requires(sizeof...(Ptrs) > 0)
-    tracked_objects(const Ptrs&... owners) // NOLINT(google-explicit-constructor)
-    {
-        (add(owners), ...);
-    }
-
-    /// True when nothing is tracked.
-    [[nodiscard]] bool is_empty() const noexcept { return count_ == 0; }
-
-    /// The Signals2 slot holding the tracked objects (for interop and for the bus).
-    [[nodiscard]] const boost::signals2::slot<void(), std::function<void()>>& slot() const noexcept { return slot_; }
-
-private:
-    template <class T>
-    void add(const std::shared_ptr<T>& p) {
-        slot_.track_foreign(p);
-        ++count_;
-    }
-    template <class T>
-    void add(const std::weak_ptr<T>& p) {
-        slot_.track_foreign(p);
-        ++count_;
-    }
-    template <class T>
-    void add(const boost::shared_ptr<T>& p) {
-        slot_.track(p);
-        ++count_;
-    }
-    template <class T>
-    void add(const boost::weak_ptr<T>& p) {
-        slot_.track(p);
-        ++count_;
-    }
-
-    boost::signals2::slot<void(), std::function<void()>> slot_{[] {}};
-    std::size_t count_ = 0;
 };
 
 /// Settings for one subscription; every field has a sensible default, so pass only what

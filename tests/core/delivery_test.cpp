@@ -4,6 +4,7 @@
 
 #include <herald/bus.hpp>
 #include <herald/testing.hpp>
+#include <herald/track_boost.hpp>
 
 #include <boost/make_shared.hpp>
 

@@ -2,16 +2,20 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/dead_letter.hpp>
 #include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
+#include <herald/outcome.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -37,12 +41,56 @@ inline void cpu_pause() noexcept {
 #endif
 }
 
+/// The settings of `Traits` that delivery reads, as run-time values, so that the code
+/// they steer is compiled once and not once per bus type and topic.
+struct bus_settings {
+    std::size_t batch_size = 64;
+    std::size_t initial_queue_capacity = 64;
+    std::size_t queue_shrink_threshold = 16384;
+    std::chrono::nanoseconds queue_shrink_interval{std::chrono::milliseconds(100)};
+    std::uint32_t max_publish_depth = 64;
+    /// `Traits::clock::now()`: the wall-clock time stamped on envelopes.
+    std::chrono::system_clock::time_point (*wall_clock)() noexcept = nullptr;
+
+    template <class Traits>
+    static bus_settings of() noexcept {
+        bus_settings s;
+        s.batch_size = Traits::batch_size;
+        s.initial_queue_capacity = Traits::initial_queue_capacity;
+        s.queue_shrink_threshold = Traits::queue_shrink_threshold;
+        s.queue_shrink_interval = Traits::queue_shrink_interval;
+        s.max_publish_depth = Traits::max_publish_depth;
+        s.wall_clock = []() noexcept { return Traits::clock::now(); };
+        return s;
+    }
+};
+
+/// Why one handler call did not succeed: what it threw, or the outcome it returned.
+struct call_failure {
+    std::exception_ptr error;
+    std::optional<outcome> told;
+
+    [[nodiscard]] std::string message() const {
+        return failure_message(error, told ? std::string_view(told->reason()) : std::string_view());
+    }
+};
+
+/// The metadata of an envelope that an error report needs.
+struct envelope_meta {
+    event_id id;
+    std::uint64_t sequence = 0;
+    std::uint32_t attempt = 1;
+};
+
+inline envelope_meta meta_of(const envelope_base& env) noexcept { return {env.id(), env.sequence(), env.attempt()}; }
+
 /// The part of a bus that subscribers and topics reach during delivery. It lives as long
 /// as the bus, and no worker runs after the bus has stopped its executors.
 struct bus_core {
-    bus_core(std::string source_name, error_handler handler, std::shared_ptr<clock_source> time,
-             std::size_t dead_letters_kept)
-        : source(std::move(source_name)),
+    bus_core(const bus_settings& tuned, std::string source_name, error_handler handler,
+             std::shared_ptr<clock_source> time, std::size_t dead_letters_kept)
+        : settings(tuned),
+          source(std::move(source_name)),
           clock(time ? std::move(time) : std::make_shared<steady_clock_source>()),
           timers(clock),
           dead_letter_capacity(dead_letters_kept),
@@ -83,6 +131,7 @@ struct bus_core {
                      static_cast<unsigned>(failure.attempt), what.c_str());
     }
 
+    const bus_settings settings;
     const std::string source;
     /// Time for timers, priority aging and expiry.
     const std::shared_ptr<clock_source> clock;
@@ -268,6 +317,19 @@ public:
         std::uint64_t evicted = 0;
     };
     [[nodiscard]] virtual dead_letter_counts dead_letters_kept() const { return {}; }
+
+    /// Publishes a dead letter for `env` (an envelope of this topic's event type) on the
+    /// dead-letter topic, counted in the drain slot `env` holds, or keeps it in the
+    /// bounded store when nobody takes it. Never throws. Topics without dead letters
+    /// ignore it.
+    virtual void dead_letter(const envelope_base& env, const std::string& subscriber, std::uint32_t attempts,
+                             dead_letter_reason reason, const call_failure& why) noexcept {
+        (void)env;
+        (void)subscriber;
+        (void)attempts;
+        (void)reason;
+        (void)why;
+    }
 
     /// Registers `count` deliveries in the current drain epoch and returns the epoch
     /// slot. The re-check makes a publish that raced with `drain()` land in the slot

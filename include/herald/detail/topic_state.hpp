@@ -4,6 +4,7 @@
 
 #include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
+#include <herald/detail/erased.hpp>
 #include <herald/detail/snapshot_cell.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/errors.hpp>
@@ -23,24 +24,6 @@
 
 namespace herald::detail {
 
-template <class Policy>
-constexpr bool expiry_dead_letters() {
-    if constexpr (prioritising_policy<Policy>) {
-        return Policy::expired_to_dead_letters;
-    } else {
-        return false;
-    }
-}
-
-template <class Policy>
-constexpr bool reads_wait_time() {
-    if constexpr (prioritising_policy<Policy>) {
-        return Policy::aging_ns > 0 || Policy::ttl_ns > 0;
-    } else {
-        return false;
-    }
-}
-
 /// Counts this thread's nested publishes for the duration of one.
 struct depth_scope {
     depth_scope() noexcept { ++publish_depth; }
@@ -49,26 +32,16 @@ struct depth_scope {
     depth_scope& operator=(const depth_scope&) = delete;
 };
 
-/// Subscribers are read on every publish and changed rarely, so writers copy the list
-/// under a mutex and publish the copy as a new snapshot; publishers never take the
-/// mutex and never wait for a writer's copy.
-template <class T, class Traits>
-class topic_state final : public topic_core {
+/// The part of a topic that does not depend on its event type: the subscriber list and
+/// the publish path after the bus's copy of the event exists. Subscribers are read on
+/// every publish and changed rarely, so writers copy the list under a mutex and publish
+/// the copy as a new snapshot; publishers never take the mutex and never wait for a
+/// writer's copy.
+class topic_base : public topic_core {
 public:
-    using event_type = typename T::event_type;
-    using policy = typename T::policy_type;
-    using subscriber_type = subscriber<T, Traits>;
-    static constexpr bool retrying = subscriber_type::retrying;
-    static constexpr bool prioritised = subscriber_type::prioritised;
-    /// Failed or expired deliveries end up on `dead_letter_topic<T>`.
-    static constexpr bool has_dead_letters = retrying || expiry_dead_letters<policy>();
-    /// The dead-letter topic's state (named only when it exists, so that dead-letter
-    /// topics do not recurse).
-    using dead_letter_state = std::conditional_t<has_dead_letters, topic_state<dead_letter_topic<T>, Traits>, void>;
-
     /// One immutable snapshot of the subscribers, with the facts the publish path needs.
     struct list {
-        std::vector<std::shared_ptr<subscriber_type>> items;
+        std::vector<std::shared_ptr<subscriber_base>> items;
         /// How many subscribers are async.
         std::uint32_t async_count = 0;
         /// Some subscriber is inline.
@@ -77,6 +50,8 @@ public:
         bool async_filtered = false;
         /// Some handler or filter reads the envelope: the publish must read the clock.
         bool needs_time = false;
+        /// The topic retries failed deliveries.
+        bool retrying = false;
 
         /// The publish must be counted for drain(): some delivery may outlive it.
         [[nodiscard]] bool needs_flight() const noexcept { return async_count != 0 || (retrying && any_inline); }
@@ -84,7 +59,7 @@ public:
         /// inline failure may add a retry): hold one count while they run, add one each.
         [[nodiscard]] bool counted_individually() const noexcept { return async_filtered || (retrying && any_inline); }
 
-        void add(std::shared_ptr<subscriber_type> s) {
+        void add(std::shared_ptr<subscriber_base> s) {
             if (s->mode == delivery::async) {
                 ++async_count;
                 async_filtered = async_filtered || s->has_filter();
@@ -96,48 +71,45 @@ public:
         }
     };
 
-    topic_state(bus_core& owner, std::uint64_t id_prefix)
-        : topic_core(topic_name_v<T>, owner, id_prefix), subscribers_(std::make_shared<const list>()) {}
+    topic_base(std::string_view topic_name, bus_core& owner, std::uint64_t id_prefix, const policy_info& policy_rules)
+        : topic_core(topic_name, owner, id_prefix), rules(policy_rules), subscribers_(make_empty(policy_rules)) {}
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
     [[nodiscard]] std::shared_ptr<const list> snapshot() const { return subscribers_.copy(); }
 
-    /// The publish path (see `basic_bus::publish`). `inherited_slot` >= 0 publishes on
-    /// behalf of a delivery that holds that drain slot (a dead letter): it is accepted
-    /// even while the bus shuts down, and counted in the same slot.
-    template <class V>
-    publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1) {
-        std::uint8_t level = 0;
-        if constexpr (prioritised) {
-            if (options.priority >= policy::levels) {
-                throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' with priority " +
-                                  std::to_string(options.priority) + ", but its levels are 0 to " +
-                                  std::to_string(policy::levels - 1));
+    /// Checks a publish before anything happens: the priority level it asks for, and how
+    /// deeply publishes nest on this thread (dead letters, `inherited_slot` >= 0, are
+    /// exempt). Throws `usage_error`; returns the lane.
+    std::uint8_t admit(const publish_options& options, int inherited_slot) const {
+        if (rules.prioritised) {
+            if (options.priority >= rules.lanes.levels) [[unlikely]] {
+                refuse_priority(options.priority);
             }
-            level = options.priority;
-        } else if (options.priority != 0) {
-            throw usage_error("herald: publish with a priority on topic '" + std::string(where.topic) +
-                              "', whose policy has no priorities");
+        } else if (options.priority != 0) [[unlikely]] {
+            refuse_priority(options.priority);
         }
-
         // A nested publish (an inline handler publishing) costs stack; past the limit
-        // it is refused before anything happens. Dead letters are published on behalf of
-        // a delivery and are exempt (their topic has no dead letters of its own).
-        if (inherited_slot < 0 && publish_depth >= Traits::max_publish_depth) [[unlikely]] {
+        // it is refused before anything happens.
+        if (inherited_slot < 0 && publish_depth >= bus->settings.max_publish_depth) [[unlikely]] {
             refuse_nesting();
         }
-        const depth_scope nesting;
+        return options.priority;
+    }
 
+    /// The publish path once the bus has its copy `env` of the event (see
+    /// `basic_bus::publish`); never throws. `inherited_slot` >= 0 publishes on behalf of
+    /// a delivery that holds that drain slot (a dead letter): it is accepted even while
+    /// the bus shuts down, and counted in the same slot. Does not throw once the
+    /// caller has warmed up this thread's slot (`warm_up`).
+    publish_result dispatch(envelope_base& env, std::uint8_t level, const publish_options& options,
+                            int inherited_slot) {
+        const depth_scope nesting;
         publish_result result;
         // Read without touching a reference count: the snapshot is announced in this
         // thread's slot until the publish returns. (The thread's first read may throw
-        // std::bad_alloc: nothing has happened yet.)
-        const typename snapshot_cell<list>::reader subscribers(subscribers_);
+        // std::bad_alloc; the caller made that read already, see `warm_up`.)
+        const snapshot_cell<list>::reader subscribers(subscribers_);
         const list& subs = *subscribers;
-        // The envelope's copy (or move) of the value is made before anything is counted:
-        // if it throws, the exception leaves publish and nobody saw the event, no
-        // sequence number was used, nothing waits for it.
-        auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
 
         const bool individually = subs.counted_individually();
         // Only deliveries that may outlive this call are counted for drain(). Without
@@ -174,13 +146,13 @@ public:
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it).
-        const auto time =
-            subs.needs_time || has_dead_letters ? Traits::clock::now() : typename Traits::clock::time_point{};
+        const auto time = subs.needs_time || rules.has_dead_letters ? bus->settings.wall_clock()
+                                                                     : envelope_base::time_point{};
         envelope_access::stamp(env, id, sequence, time, options.correlation);
         envelope_access::set_epoch(env, slot);
         envelope_access::set_priority(env, level);
         clock_source::time_point waiting_since{};
-        if constexpr (reads_wait_time<policy>()) {
+        if (rules.lanes.aging_ns > 0 || rules.lanes.ttl_ns > 0) {
             waiting_since = bus->clock->now();
         }
         result.status = publish_status::accepted;
@@ -191,18 +163,17 @@ public:
         // failed delivery (reported, counted), and the others still get the event.
         const auto& items = subs.items;
         const std::size_t count = items.size();
+        topic_core* const count_in = individually ? this : nullptr;
         for (std::size_t i = 0; i < count; ++i) {
             auto& subscriber = *items[i];
             if (subscriber.mode == delivery::immediate) {
                 subscriber.deliver_inline(env, result);
                 continue;
             }
-            topic_core* const count_in = individually ? this : nullptr;
-            const auto offered = i + 1 == count ? subscriber.offer(std::move(env), level, waiting_since, count_in, slot)
-                                                : subscriber.offer(env, level, waiting_since, count_in, slot);
-            if (offered == subscriber_type::offered::queued) {
+            const auto offered = subscriber.offer(env, i + 1 == count, level, waiting_since, count_in, slot);
+            if (offered == subscriber_base::offered::queued) {
                 ++result.queued;
-            } else if (offered == subscriber_type::offered::failed) {
+            } else if (offered == subscriber_base::offered::failed) {
                 ++result.failed_to_queue;
             }
         }
@@ -213,15 +184,11 @@ public:
         return result;
     }
 
-    /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
-    [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
-        throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
-                          std::to_string(publish_depth) +
-                          " publishes deep on this thread (Traits::max_publish_depth); an inline handler cycle "
-                          "between topics?");
-    }
+    /// Makes this thread's first snapshot read (which may allocate its slot) before the
+    /// publish has done anything.
+    static void warm_up() { (void)this_thread_slot(); }
 
-    void add(std::shared_ptr<subscriber_type> joining) {
+    void add(std::shared_ptr<subscriber_base> joining) {
         std::lock_guard lock(mutex_);
         auto next = std::make_shared<list>(*subscribers_.copy());
         next->add(std::move(joining));
@@ -236,6 +203,7 @@ public:
             return;
         }
         auto next = std::make_shared<list>();
+        next->retrying = current->retrying;
         next->items.reserve(items.size() - 1);
         for (const auto& s : items) {
             if (s.get() != &gone) {
@@ -262,92 +230,176 @@ public:
         return {current->items.begin(), current->items.end()};
     }
 
-    /// Connects the dead-letter topic (the bus does it when it registers this topic).
-    void link_dead_letters(dead_letter_state* topic) noexcept requires has_dead_letters { dead_letters_ = topic; }
-
-    /// Publishes a dead letter for `env` on the dead-letter topic, counted in the drain
-    /// slot `env` holds; keeps it in the bounded store when nobody takes it. Never throws:
-    /// a dead letter that cannot be built (out of memory) is counted as evicted.
-    void dead_letter(const envelope<event_type>& env, const std::string& subscriber_name, std::uint32_t attempts,
-                     dead_letter_reason reason, const call_failure& why) noexcept {
-        if constexpr (has_dead_letters) {
-            try {
-                herald::dead_letter<event_type> letter{
-                    env, subscriber_name, attempts, reason, why.message(), why.error, std::chrono::system_clock::now()};
-                publish_result published;
-                if (dead_letters_ != nullptr) {
-                    published =
-                        dead_letters_->publish(std::as_const(letter), publish_options{}, envelope_access::epoch(env));
-                }
-                if (published.queued + published.handled_inline + published.failed_inline == 0) {
-                    keep(std::move(letter));
-                }
-            } catch (...) {
-                std::lock_guard lock(store_mutex_);
-                ++evicted_;
-            }
-        } else {
-            (void)env;
-            (void)subscriber_name;
-            (void)attempts;
-            (void)reason;
-            (void)why;
-        }
-    }
-
-    /// A copy of the dead letters in the store, oldest first.
-    [[nodiscard]] std::vector<herald::dead_letter<event_type>> stored_dead_letters() const {
-        std::lock_guard lock(store_mutex_);
-        if (!store_) {
-            return {};
-        }
-        return {store_->begin(), store_->end()};
-    }
-
-    /// Empties the store and returns what it held, oldest first.
-    [[nodiscard]] std::vector<herald::dead_letter<event_type>> take_dead_letters() {
-        std::lock_guard lock(store_mutex_);
-        if (!store_) {
-            return {};
-        }
-        std::vector<herald::dead_letter<event_type>> out(std::make_move_iterator(store_->begin()),
-                                                         std::make_move_iterator(store_->end()));
-        store_->clear();
-        return out;
-    }
-
-    [[nodiscard]] dead_letter_counts dead_letters_kept() const override {
-        std::lock_guard lock(store_mutex_);
-        return {store_ ? store_->size() : 0U, evicted_};
-    }
-
     /// Numbers default subscription names ("orders#3").
     std::atomic<std::uint64_t> names_given{0};
+    /// The topic's delivery rules.
+    const policy_info& rules;
 
 private:
-    void keep(herald::dead_letter<event_type>&& letter) {
-        std::lock_guard lock(store_mutex_);
-        if (bus->dead_letter_capacity == 0) {
-            ++evicted_;
-            return;
+    static std::shared_ptr<const list> make_empty(const policy_info& policy_rules) {
+        auto empty = std::make_shared<list>();
+        empty->retrying = policy_rules.retrying;
+        return empty;
+    }
+
+    /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
+    [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
+        throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
+                          std::to_string(publish_depth) +
+                          " publishes deep on this thread (Traits::max_publish_depth); an inline handler cycle "
+                          "between topics?");
+    }
+
+    [[noreturn, gnu::cold, gnu::noinline]] void refuse_priority(std::uint8_t asked) const {
+        if (!rules.prioritised) {
+            throw usage_error("herald: publish with a priority on topic '" + std::string(where.topic) +
+                              "', whose policy has no priorities");
         }
-        if (!store_) {
-            store_ = std::make_unique<std::deque<herald::dead_letter<event_type>>>();
-        }
-        if (store_->size() >= bus->dead_letter_capacity) {
-            store_->pop_front();
-            ++evicted_;
-        }
-        store_->push_back(std::move(letter));
+        throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' with priority " +
+                          std::to_string(asked) + ", but its levels are 0 to " +
+                          std::to_string(rules.lanes.levels - 1));
     }
 
     mutable std::mutex mutex_;
     snapshot_cell<list> subscribers_;
-    // Only used when has_dead_letters; a few idle words otherwise.
-    dead_letter_state* dead_letters_ = nullptr;
-    mutable std::mutex store_mutex_;
-    std::unique_ptr<std::deque<herald::dead_letter<event_type>>> store_; // made by the first dead letter
+};
+
+/// The dead-letter side of a topic whose policy dead-letters: the link to the
+/// dead-letter topic and the bounded store of dead letters nobody took.
+template <class Event>
+class dead_letter_store {
+public:
+    /// Builds the dead letter and publishes it on `to` (null: no topic linked), or keeps
+    /// it; never throws (a dead letter that cannot be built is counted as evicted).
+    template <class Publish>
+    void take(const envelope_base& env, const std::string& subscriber_name, std::uint32_t attempts,
+              dead_letter_reason reason, const call_failure& why, std::size_t capacity, Publish&& publish) noexcept {
+        try {
+            herald::dead_letter<Event> letter{static_cast<const envelope<Event>&>(env),
+                                              subscriber_name,
+                                              attempts,
+                                              reason,
+                                              why.message(),
+                                              why.error,
+                                              std::chrono::system_clock::now()};
+            const publish_result published = publish(std::as_const(letter));
+            if (published.queued + published.handled_inline + published.failed_inline == 0) {
+                keep(std::move(letter), capacity);
+            }
+        } catch (...) {
+            std::lock_guard lock(mutex_);
+            ++evicted_;
+        }
+    }
+
+    /// A copy of the dead letters in the store, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<Event>> stored() const {
+        std::lock_guard lock(mutex_);
+        return {store_.begin(), store_.end()};
+    }
+
+    /// Empties the store and returns what it held, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<Event>> take_all() {
+        std::lock_guard lock(mutex_);
+        std::vector<herald::dead_letter<Event>> out(std::make_move_iterator(store_.begin()),
+                                                    std::make_move_iterator(store_.end()));
+        store_.clear();
+        return out;
+    }
+
+    [[nodiscard]] topic_core::dead_letter_counts counts() const {
+        std::lock_guard lock(mutex_);
+        return {store_.size(), evicted_};
+    }
+
+private:
+    void keep(herald::dead_letter<Event>&& letter, std::size_t capacity) {
+        std::lock_guard lock(mutex_);
+        if (capacity == 0) {
+            ++evicted_;
+            return;
+        }
+        if (store_.size() >= capacity) {
+            store_.pop_front();
+            ++evicted_;
+        }
+        store_.push_back(std::move(letter));
+    }
+
+    mutable std::mutex mutex_;
+    std::deque<herald::dead_letter<Event>> store_;
     std::uint64_t evicted_ = 0;
+};
+
+/// Topic `T` inside one bus: what must know the event type (making the bus's copy of a
+/// published value; dead letters), on top of `topic_base`.
+template <class T>
+class topic_state final : public topic_base {
+public:
+    using event_type = typename T::event_type;
+    using policy = typename T::policy_type;
+    /// Failed or expired deliveries end up on `dead_letter_topic<T>`.
+    static constexpr bool has_dead_letters = policy_table<policy>::value.has_dead_letters;
+    static constexpr bool prioritised = policy_table<policy>::value.prioritised;
+    /// The dead-letter topic's state (named only when it exists, so that dead-letter
+    /// topics do not recurse).
+    using dead_letter_state = std::conditional_t<has_dead_letters, topic_state<dead_letter_topic<T>>, void>;
+
+    topic_state(bus_core& owner, std::uint64_t id_prefix)
+        : topic_base(topic_name_v<T>, owner, id_prefix, policy_info_of<policy>()) {}
+
+    /// The publish path (see `basic_bus::publish`).
+    template <class V>
+    publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1) {
+        const std::uint8_t level = admit(options, inherited_slot);
+        warm_up();
+        // The envelope's copy (or move) of the value is made before anything is counted:
+        // if it throws, the exception leaves publish and nobody saw the event, no
+        // sequence number was used, nothing waits for it.
+        auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
+        return dispatch(env, level, options, inherited_slot);
+    }
+
+    /// Connects the dead-letter topic (the bus does it when it registers this topic).
+    void link_dead_letters(dead_letter_state* topic) noexcept requires has_dead_letters { dead_letters_ = topic; }
+
+    void dead_letter(const envelope_base& env, const std::string& subscriber_name, std::uint32_t attempts,
+                     dead_letter_reason reason, const call_failure& why) noexcept override {
+        if constexpr (has_dead_letters) {
+            store_.take(env, subscriber_name, attempts, reason, why, bus->dead_letter_capacity,
+                        [&](const herald::dead_letter<event_type>& letter) {
+                            if (dead_letters_ == nullptr) {
+                                return publish_result{};
+                            }
+                            return dead_letters_->publish(letter, publish_options{}, envelope_access::epoch(env));
+                        });
+        } else {
+            topic_base::dead_letter(env, subscriber_name, attempts, reason, why);
+        }
+    }
+
+    /// A copy of the dead letters in the store, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<event_type>> stored_dead_letters() const requires has_dead_letters {
+        return store_.stored();
+    }
+
+    /// Empties the store and returns what it held, oldest first.
+    [[nodiscard]] std::vector<herald::dead_letter<event_type>> take_dead_letters() requires has_dead_letters {
+        return store_.take_all();
+    }
+
+    [[nodiscard]] dead_letter_counts dead_letters_kept() const override {
+        if constexpr (has_dead_letters) {
+            return store_.counts();
+        } else {
+            return {};
+        }
+    }
+
+private:
+    struct no_store {};
+    dead_letter_state* dead_letters_ = nullptr;
+    [[no_unique_address]] std::conditional_t<has_dead_letters, dead_letter_store<event_type>, no_store> store_;
 };
 
 } // namespace herald::detail
