@@ -22,20 +22,18 @@ namespace herald {
 /// so an idle pool uses no CPU. Tasks posted by one thread start in the order posted;
 /// with more than one worker they may run concurrently.
 ///
+/// The workers start with the first `post`, not before: a bus whose subscribers are all
+/// inline (or that has none yet) runs no thread of its own. `started()` tells.
+///
 /// Thread safety: `post` may be called from any thread, including the pool's own.
 /// `stop` (and the destructor) must not be called from one of the pool's threads.
 class thread_pool final : public executor {
 public:
-    /// Starts `threads` workers (at least one; 0 means `std::thread::hardware_concurrency()`).
-    explicit thread_pool(std::size_t threads = 0, std::string name = "herald") : name_(std::move(name)) {
-        if (threads == 0) {
-            threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
-        }
-        workers_.reserve(threads);
-        for (std::size_t i = 0; i < threads; ++i) {
-            workers_.emplace_back([this] { work(); });
-        }
-    }
+    /// A pool of `threads` workers (at least one; 0 means
+    /// `std::thread::hardware_concurrency()`), started by the first `post`.
+    explicit thread_pool(std::size_t threads = 0, std::string name = "herald")
+        : name_(std::move(name)),
+          threads_(threads != 0 ? threads : std::max<std::size_t>(1, std::thread::hardware_concurrency())) {}
 
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
@@ -43,15 +41,23 @@ public:
     /// Stops and joins the workers; tasks still queued are released without running.
     ~thread_pool() override { stop(); }
 
-    /// Queues `work`. After `stop()` the task is released without running.
+    /// Queues `work`, starting the workers if this is the first post. After `stop()` the
+    /// task is released without running. Throws `std::system_error` when the first post
+    /// cannot start a thread (then the task is not queued, and the next post tries again).
     void post(detail::task_ptr work) override {
+        if (!started_.load(std::memory_order_acquire)) {
+            start();
+        }
         if (!stopping_.load(std::memory_order_acquire)) {
             tasks_.enqueue(std::move(work));
         }
     }
 
-    /// The number of worker threads.
-    [[nodiscard]] std::size_t concurrency() const noexcept override { return workers_.size(); }
+    /// The number of worker threads (started or not).
+    [[nodiscard]] std::size_t concurrency() const noexcept override { return threads_; }
+
+    /// True once the workers were started (by the first `post`).
+    [[nodiscard]] bool started() const noexcept { return started_.load(std::memory_order_acquire); }
 
     /// The name given at construction (used in diagnostics).
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
@@ -69,6 +75,7 @@ public:
             }
         }
         stopping_.store(true, std::memory_order_release);
+        started_.store(true, std::memory_order_release); // a later post starts nothing
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             tasks_.enqueue(nullptr); // wakes one sleeping worker
         }
@@ -83,6 +90,32 @@ public:
     }
 
 private:
+    /// Starts every worker, once; a thread that cannot be started undoes the others.
+    void start() {
+        std::lock_guard lock(stop_mutex_);
+        if (started_.load(std::memory_order_relaxed)) {
+            return;
+        }
+        workers_.reserve(threads_);
+        try {
+            for (std::size_t i = 0; i < threads_; ++i) {
+                workers_.emplace_back([this] { work(); });
+            }
+        } catch (...) {
+            stopping_.store(true, std::memory_order_release);
+            for (std::size_t i = 0; i < workers_.size(); ++i) {
+                tasks_.enqueue(nullptr);
+            }
+            for (auto& worker : workers_) {
+                worker.join();
+            }
+            workers_.clear();
+            stopping_.store(false, std::memory_order_release);
+            throw;
+        }
+        started_.store(true, std::memory_order_release);
+    }
+
     void work() noexcept {
         moodycamel::ConsumerToken token(tasks_);
         detail::task_ptr item;
@@ -97,7 +130,9 @@ private:
 
     std::string name_;
     moodycamel::BlockingConcurrentQueue<detail::task_ptr> tasks_;
+    const std::size_t threads_;
     std::vector<std::thread> workers_;
+    std::atomic<bool> started_{false};
     std::atomic<bool> stopping_{false};
     std::mutex stop_mutex_;
     bool stopped_ = false;

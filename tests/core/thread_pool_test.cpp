@@ -2,11 +2,15 @@
 
 #include <doctest/doctest.h>
 
+#include <herald/bus.hpp>
 #include <herald/thread_pool.hpp>
 
 #include <atomic>
+#include <filesystem>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
+#include <system_error>
 
 namespace {
 struct counting_task final : herald::detail::task {
@@ -53,4 +57,69 @@ TEST_CASE("stopping a pool from its own worker is refused") {
     };
     pool->post(std::make_shared<stopper>(pool.get(), &refused));
     CHECK(test::eventually([&] { return refused == 1; }));
+}
+
+namespace {
+/// Threads of this process, as Linux lists them (-1 where /proc is missing).
+int threads_now() {
+    std::error_code failed;
+    std::filesystem::directory_iterator tasks("/proc/self/task", failed);
+    if (failed) {
+        return -1;
+    }
+    return static_cast<int>(std::distance(tasks, std::filesystem::directory_iterator{}));
+}
+} // namespace
+
+TEST_CASE("a pool starts its workers with the first post") {
+    std::atomic<int> runs{0};
+    const int before = threads_now();
+    herald::thread_pool pool{3};
+    CHECK_FALSE(pool.started());
+    CHECK(pool.concurrency() == 3);
+    CHECK(threads_now() == before);
+    pool.post(std::make_shared<counting_task>(&runs));
+    CHECK(pool.started());
+    CHECK(test::eventually([&] { return runs == 1; }));
+    if (before >= 0) {
+        CHECK(threads_now() == before + 3);
+    }
+    pool.stop();
+    CHECK(threads_now() == before);
+}
+
+TEST_CASE("a pool stopped before any post never starts a thread") {
+    std::atomic<int> runs{0};
+    const int before = threads_now();
+    herald::thread_pool pool{2};
+    pool.stop();
+    pool.post(std::make_shared<counting_task>(&runs)); // released, never run
+    CHECK(threads_now() == before);
+    CHECK(runs == 0);
+}
+
+TEST_CASE("a bus whose subscribers are all inline runs no thread until an async one appears") {
+    const int before = threads_now();
+    std::atomic<int> inline_calls{0};
+    std::atomic<int> async_calls{0};
+    {
+        herald::bus bus{{.workers = 2}};
+        auto in = bus.subscribe<test::ticks>([&](const test::tick&) { ++inline_calls; },
+                                             {.mode = herald::inline_delivery});
+        for (int i = 0; i < 10; ++i) {
+            bus.publish<test::ticks>({0, i});
+        }
+        bus.drain();
+        CHECK(inline_calls == 10);
+        CHECK(threads_now() == before);
+
+        auto out = bus.subscribe<test::ticks>([&](const test::tick&) { ++async_calls; });
+        bus.publish<test::ticks>({0, 10});
+        bus.drain();
+        CHECK(async_calls == 1);
+        if (before >= 0) {
+            CHECK(threads_now() == before + 2);
+        }
+    }
+    CHECK(threads_now() == before);
 }
