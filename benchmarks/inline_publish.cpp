@@ -31,7 +31,7 @@ void herald_inline(benchmark::State& state) {
     }
     std::uint64_t i = 0;
     for (auto _ : state) {
-        (void)bus.publish<inline_topic>(ev16{i, i});
+        bus.publish<inline_topic>(ev16{i, i});
         ++i;
     }
     benchmark::DoNotOptimize(sink);

@@ -72,7 +72,7 @@ void herald_latency(benchmark::State& state, pacing p) {
     herald::bus bus{{.workers = 1}};
     recorder rec(std::max(p.events, p.warmup));
     auto sub = bus.subscribe<latency_topic>([&rec](const ev16& e) { rec(e); });
-    auto send = [&bus](const ev16& e) { (void)bus.publish<latency_topic>(e); };
+    auto send = [&bus](const ev16& e) { bus.publish<latency_topic>(e); };
     paced(p.period, p.warmup, send);
     bus.drain();
     for (auto _ : state) {

@@ -217,11 +217,11 @@ void herald_queued(benchmark::State& state) {
             }
         };
         auto sub = bus.subscribe<payload_topic<Size>>(blocker, {.pool = bus.make_pool(1)});
-        (void)bus.publish<payload_topic<Size>>(event{});
+        bus.publish<payload_topic<Size>>(event{});
         entered.wait(false);
         const std::int64_t before = live();
         for (std::size_t i = 0; i < n; ++i) {
-            (void)bus.publish<payload_topic<Size>>(event{i, i});
+            bus.publish<payload_topic<Size>>(event{i, i});
         }
         const std::int64_t after = live();
         release.store(true);
@@ -295,7 +295,7 @@ void herald_allocations(benchmark::State& state) {
     });
     std::uint64_t target = 0;
     auto round = [&] {
-        bursts(n, target, handled, [&bus](std::uint64_t i) { (void)bus.publish<payload_topic<Size>>(event{i, i}); });
+        bursts(n, target, handled, [&bus](std::uint64_t i) { bus.publish<payload_topic<Size>>(event{i, i}); });
     };
     round();
     round();
@@ -385,7 +385,7 @@ void herald_churn(benchmark::State& state) {
         const auto took = std::chrono::steady_clock::now() - start;
         const std::int64_t held = live() - before;
         report_churn(state, took, held, pairs);
-        (void)bus.publish<churn_topic>(herald_bench::ev16{1, 1}); // the topic still works
+        bus.publish<churn_topic>(herald_bench::ev16{1, 1}); // the topic still works
         bus.drain();
         benchmark::DoNotOptimize(sink);
     }
@@ -467,7 +467,7 @@ void herald_burst(benchmark::State& state) {
         std::uint64_t target = 0;
         for (int round = 0; round < 4; ++round) {
             for (std::uint64_t i = 0; i < 256; ++i) {
-                (void)bus.publish<burst_topic>(burst_event{i, i});
+                bus.publish<burst_topic>(burst_event{i, i});
             }
             target += 256;
             herald_bench::wait_until(handled, target);
@@ -476,10 +476,10 @@ void herald_burst(benchmark::State& state) {
         const std::int64_t before = live();
 
         armed.store(true);
-        (void)bus.publish<burst_topic>(burst_event{});
+        bus.publish<burst_topic>(burst_event{});
         entered.wait(false);
         for (std::size_t i = 1; i < n; ++i) {
-            (void)bus.publish<burst_topic>(burst_event{i, i});
+            bus.publish<burst_topic>(burst_event{i, i});
         }
         const std::int64_t peak = live();
         release.store(true);

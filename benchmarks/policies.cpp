@@ -42,9 +42,9 @@ void run(benchmark::State& state, Handler handler, std::uint8_t levels = 1) {
     auto publish_all = [&](std::uint64_t count) {
         for (std::uint64_t i = 0; i < count; ++i) {
             if constexpr (herald::prioritising_policy<typename Topic::policy_type>) {
-                (void)bus.publish<Topic>(ev16{i, i}, {.priority = static_cast<std::uint8_t>(i % levels)});
+                bus.publish<Topic>(ev16{i, i}, {.priority = static_cast<std::uint8_t>(i % levels)});
             } else {
-                (void)bus.publish<Topic>(ev16{i, i});
+                bus.publish<Topic>(ev16{i, i});
             }
         }
         bus.drain();

@@ -34,16 +34,16 @@ int main() {
         },
         {.name = "pager"});
 
-    (void)bus.publish<alerts>({"pager started"}, {.priority = info});
+    bus.publish<alerts>({"pager started"}, {.priority = info});
     while (!started) {
         std::this_thread::yield();
     }
-    (void)bus.publish<alerts>({"disk 80% full"}, {.priority = warning});
-    (void)bus.publish<alerts>({"nightly backup done"}, {.priority = info});
+    bus.publish<alerts>({"disk 80% full"}, {.priority = warning});
+    bus.publish<alerts>({"nightly backup done"}, {.priority = info});
     std::this_thread::sleep_for(std::chrono::milliseconds(60)); // those two are now stale
-    (void)bus.publish<alerts>({"cpu at 95%"}, {.priority = warning});
-    (void)bus.publish<alerts>({"database down"}, {.priority = critical});
-    (void)bus.publish<alerts>({"weekly report ready"}, {.priority = info});
+    bus.publish<alerts>({"cpu at 95%"}, {.priority = warning});
+    bus.publish<alerts>({"database down"}, {.priority = critical});
+    bus.publish<alerts>({"weekly report ready"}, {.priority = info});
     busy = false;
     bus.drain();
 

@@ -40,8 +40,8 @@ int main() {
         }
         std::printf("shipment %d booked on attempt %u\n", e.event().id, static_cast<unsigned>(e.attempt()));
     });
-    (void)bus.publish<shipments>({1});
-    (void)bus.publish<shipments>({2});
+    bus.publish<shipments>({1});
+    bus.publish<shipments>({2});
     bus.drain();
     for (const auto& letter : bus.dead_letters<shipments>()) {
         std::printf("dead letter: shipment %d, %s after %u attempt(s): %s\n", letter.event().id,

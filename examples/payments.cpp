@@ -55,7 +55,7 @@ int main() {
         {.name = "monitor"});
 
     for (int order = 1; order <= 4; ++order) {
-        (void)bus.publish<payments>({order, 10.0 * order});
+        bus.publish<payments>({order, 10.0 * order});
     }
     bus.drain(); // waits for retries too: every payment is now charged or dead-lettered
 

@@ -41,7 +41,12 @@ struct publish_options {
 
 /// What `publish` did. Cheap to return; nothing is thrown on the publish path. Converts
 /// to `true` when the event was accepted.
-struct [[nodiscard]] publish_result {
+///
+/// Not `[[nodiscard]]`: a producer publishes a fact and moves on, and most never look
+/// at the result. Nothing it reports is lost when it is ignored: a publish refused by a
+/// stopped bus is counted in `bus_stats::rejected`, and a delivery that failed is
+/// counted in `bus_stats::failed` and reported to the error handler.
+struct publish_result {
     publish_status status = publish_status::stopped;
     event_id id{};                     ///< the event's id (nil when rejected)
     std::uint64_t sequence = 0;        ///< the event's sequence on its topic (0 when rejected)

@@ -12,5 +12,5 @@ struct payments
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<payments>(payment{1});
+    bus.publish<payments>(payment{1});
 }

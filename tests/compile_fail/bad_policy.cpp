@@ -12,5 +12,5 @@ struct orders : herald::topic<order_placed, not_a_policy> {};
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<orders>(order_placed{1});
+    bus.publish<orders>(order_placed{1});
 }

@@ -11,5 +11,5 @@ struct buffers : herald::topic<owns_buffer> {};
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<buffers>(owns_buffer{});
+    bus.publish<buffers>(owns_buffer{});
 }

@@ -8,5 +8,5 @@ struct order_placed {
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<order_placed>(order_placed{1});
+    bus.publish<order_placed>(order_placed{1});
 }

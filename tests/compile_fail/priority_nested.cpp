@@ -9,5 +9,5 @@ struct alerts : herald::topic<alert, herald::priority<3, herald::priority<2>>> {
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<alerts>(alert{1});
+    bus.publish<alerts>(alert{1});
 }

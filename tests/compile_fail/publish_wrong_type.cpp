@@ -12,5 +12,5 @@ struct orders : herald::topic<order_placed> {};
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<orders>(refund_issued{5});
+    bus.publish<orders>(refund_issued{5});
 }

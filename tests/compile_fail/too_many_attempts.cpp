@@ -9,5 +9,5 @@ struct payments : herald::topic<payment, herald::at_least_once<herald::max_attem
 
 int main() {
     herald::bus bus;
-    (void)bus.publish<payments>(payment{1});
+    bus.publish<payments>(payment{1});
 }

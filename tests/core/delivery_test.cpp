@@ -75,7 +75,7 @@ TEST_CASE("a serial subscriber sees one publisher's events in order, one at a ti
     });
     constexpr int count = 5000;
     for (int i = 0; i < count; ++i) {
-        (void)bus.publish<test::ticks>({0, i});
+        bus.publish<test::ticks>({0, i});
     }
     bus.drain();
     CHECK(overlap == 0);
@@ -103,8 +103,8 @@ TEST_CASE("a concurrent subscriber may run on several workers at once") {
             --inside;
         },
         {.order = herald::ordering::concurrent});
-    (void)bus.publish<test::ticks>({0, 1});
-    (void)bus.publish<test::ticks>({0, 2});
+    bus.publish<test::ticks>({0, 1});
+    bus.publish<test::ticks>({0, 2});
     bus.drain();
     CHECK(most == 2);
     CHECK(sub.stats().delivered == 2);
@@ -125,8 +125,8 @@ TEST_CASE("filters choose events by content or by envelope (the coffee shop)") {
         [&](const test::order_placed&) { ++after_first; },
         {.filter = [](const herald::envelope<test::order_placed>& e) { return e.sequence() > 1; }});
     CHECK(bus.publish<test::orders>({"coffee", 3}).queued == 1);
-    (void)bus.publish<test::orders>({"croissant", 2});
-    (void)bus.publish<test::orders>({"coffee", 3});
+    bus.publish<test::orders>({"croissant", 2});
+    bus.publish<test::orders>({"coffee", 3});
     bus.drain();
     CHECK(coffees == 2);
     CHECK(pastries == 1);
@@ -147,7 +147,7 @@ TEST_CASE("a dedicated pool keeps a slow subscriber from starving the others") {
         {.pool = slow_pool});
     auto fast = bus.subscribe<test::orders>([&](const test::order_placed&) { ++fast_calls; });
     for (int i = 0; i < 3; ++i) {
-        (void)bus.publish<test::orders>({"a", 1});
+        bus.publish<test::orders>({"a", 1});
     }
     // The slow subscriber is stuck in its first call, yet the fast one gets everything.
     CHECK(test::eventually([&] { return fast_calls == 3 && slow_calls == 1; }));
@@ -171,7 +171,7 @@ TEST_CASE("a tracked owner bounds the subscription and is kept alive during its 
             ++raw->calls;
         },
         {.mode = herald::inline_delivery, .track = alive});
-    (void)bus.publish<test::orders>({"a", 1});
+    bus.publish<test::orders>({"a", 1});
     CHECK(alive->calls == 1);
     alive.reset();
     CHECK(watch.expired());
@@ -195,7 +195,7 @@ TEST_CASE("tracking keeps the owner alive while an async handler runs") {
             value_seen = watch.expired() ? -1 : *watch.lock();
         },
         {.track = std::weak_ptr<int>(owner)});
-    (void)bus.publish<test::orders>({"a", 1});
+    bus.publish<test::orders>({"a", 1});
     entered.acquire();
     owner.reset(); // the handler's lock keeps it alive
     CHECK_FALSE(watch.expired());
@@ -203,7 +203,7 @@ TEST_CASE("tracking keeps the owner alive while an async handler runs") {
     bus.drain();
     CHECK(value_seen == 42);
     CHECK(watch.expired());
-    (void)bus.publish<test::orders>({"b", 1});
+    bus.publish<test::orders>({"b", 1});
     bus.drain();
     CHECK(sub.stats().delivered == 1);
 }
@@ -214,9 +214,9 @@ TEST_CASE("boost::shared_ptr owners can be tracked too") {
     int calls = 0;
     auto sub = bus.subscribe<test::orders>([&](const test::order_placed&) { ++calls; },
                                            {.mode = herald::inline_delivery, .track = owner});
-    (void)bus.publish<test::orders>({"a", 1});
+    bus.publish<test::orders>({"a", 1});
     owner.reset();
-    (void)bus.publish<test::orders>({"b", 1});
+    bus.publish<test::orders>({"b", 1});
     CHECK(calls == 1);
 }
 
@@ -228,12 +228,12 @@ TEST_CASE("handlers may publish further events (pipe and filter)") {
     int refunded = 0;
     auto stage = bus.subscribe<test::orders>([&](const test::order_placed& o) {
         if (o.total > 10) {
-            (void)bus.publish<test::refunds>(o);
+            bus.publish<test::refunds>(o);
         }
     });
     auto sink = bus.subscribe<test::refunds>([&](const test::order_placed&) { ++refunded; });
-    (void)bus.publish<test::orders>({"cake", 20});
-    (void)bus.publish<test::orders>({"tea", 2});
+    bus.publish<test::orders>({"cake", 20});
+    bus.publish<test::orders>({"tea", 2});
     CHECK(h.run_one()); // the first stage, both orders: one refund queued
     CHECK(refunded == 0);
     CHECK(h.pending() == 1);

@@ -105,7 +105,7 @@ TEST_CASE("a publish whose copy of the event throws changes nothing, and drain s
     const fragile event{1};
 
     fragile::copies_left = 0;
-    CHECK_THROWS_AS((void)bus.publish<fragile_topic>(event), std::runtime_error);
+    CHECK_THROWS_AS(bus.publish<fragile_topic>(event), std::runtime_error);
     fragile::copies_left = -1;
     CHECK(bus.stats().published == 0);
     {
@@ -121,7 +121,7 @@ TEST_CASE("a publish whose copy of the event throws changes nothing, and drain s
     SUBCASE("an rvalue whose move is a throwing copy") {
         old_school::home = std::this_thread::get_id();
         old_school::refuse_here = true;
-        CHECK_THROWS_AS((void)bus.publish<old_topic>(old_school{2}), std::runtime_error);
+        CHECK_THROWS_AS(bus.publish<old_topic>(old_school{2}), std::runtime_error);
         old_school::refuse_here = false;
         CHECK(bus.stats().published == 1);
     }
@@ -181,8 +181,8 @@ TEST_CASE("events whose move can throw are delivered by serial, concurrent and p
 
     const old_school event{7};
     for (int i = 0; i < 50; ++i) {
-        (void)bus.publish<old_topic>(event);
-        (void)bus.publish<old_priority_topic>(event, {.priority = static_cast<std::uint8_t>(i % 2)});
+        bus.publish<old_topic>(event);
+        bus.publish<old_priority_topic>(event, {.priority = static_cast<std::uint8_t>(i % 2)});
     }
     {
         const test::watchdog dog("drain() with events whose move throws");
@@ -226,10 +226,10 @@ TEST_CASE("a filter of a tracked subscription never runs after its owner died") 
                  return true;
              },
          .track = owner});
-    (void)bus.publish<test::ticks>({0, 1});
+    bus.publish<test::ticks>({0, 1});
     bus.drain();
     owner.reset();
-    (void)bus.publish<test::ticks>({0, 2});
+    bus.publish<test::ticks>({0, 2});
     bus.drain();
     CHECK(late_calls == 0);
 }
@@ -258,7 +258,7 @@ TEST_CASE("unsubscribe waits for a filter running on another thread") {
                                                                          call.handler<test::tick>()(t);
                                                                          return true;
                                                                      }});
-    std::thread publisher([&] { (void)bus.publish<test::ticks>({0, 1}); });
+    std::thread publisher([&] { bus.publish<test::ticks>({0, 1}); });
     test::check_unsubscribe_waits(sub, call);
     publisher.join();
 }
@@ -272,7 +272,7 @@ TEST_CASE("a filter that throws is a counted failure") {
     auto sub = bus.subscribe<test::ticks>(
         [](const test::tick&) {},
         {.mode = mode, .filter = [](const test::tick&) -> bool { throw std::runtime_error("bad filter"); }});
-    (void)bus.publish<test::ticks>({0, 1});
+    bus.publish<test::ticks>({0, 1});
     bus.drain();
     CHECK(sub.stats().failed == 1);
     CHECK(sub.stats().delivered == 0);
@@ -311,7 +311,7 @@ TEST_CASE("drain() and shutdown() from an error handler or a filter throw usage_
                                                                   }
                                                                   return true;
                                                               }});
-    (void)bus.publish<test::ticks>({0, 1});
+    bus.publish<test::ticks>({0, 1});
     bus.drain();
     CHECK(refused == 3);
     CHECK_FALSE(bus.is_stopped());
@@ -333,8 +333,8 @@ TEST_CASE("handlers that unsubscribe each other do not deadlock") {
             both.arrive_and_wait();
             a.unsubscribe();
         });
-        (void)bus.publish<ping>({0, 1});
-        (void)bus.publish<pong>({0, 1});
+        bus.publish<ping>({0, 1});
+        bus.publish<pong>({0, 1});
         bus.drain();
         CHECK_FALSE(a.is_connected());
         CHECK_FALSE(b.is_connected());
@@ -350,8 +350,8 @@ TEST_CASE("handlers that unsubscribe each other do not deadlock") {
                 sub.unsubscribe();
             },
             {.order = herald::ordering::concurrent});
-        (void)bus.publish<ping>({0, 1});
-        (void)bus.publish<ping>({0, 2});
+        bus.publish<ping>({0, 1});
+        bus.publish<ping>({0, 2});
         bus.drain();
         CHECK(calls == 2);
         CHECK_FALSE(sub.is_connected());
@@ -372,8 +372,8 @@ TEST_CASE("handlers that unsubscribe each other do not deadlock") {
                 a.unsubscribe();
             },
             {.mode = herald::inline_delivery});
-        std::thread left([&] { (void)bus.publish<ping>({0, 1}); });
-        std::thread right([&] { (void)bus.publish<pong>({1, 1}); });
+        std::thread left([&] { bus.publish<ping>({0, 1}); });
+        std::thread right([&] { bus.publish<pong>({1, 1}); });
         left.join();
         right.join();
         CHECK_FALSE(a.is_connected());
@@ -417,8 +417,8 @@ TEST_CASE("an executor that refuses a task fails those deliveries instead of str
     SUBCASE("serial") {
         auto sub = bus.subscribe<test::ticks>([&](const test::tick&) { ++got; });
         pool->refusals = 1;
-        (void)bus.publish<test::ticks>({0, 1});
-        (void)bus.publish<test::ticks>({0, 2});
+        bus.publish<test::ticks>({0, 1});
+        bus.publish<test::ticks>({0, 2});
         bus.drain();
         CHECK(got == 1);
         CHECK(sub.stats().failed == 1);
@@ -429,8 +429,8 @@ TEST_CASE("an executor that refuses a task fails those deliveries instead of str
         auto sub =
             bus.subscribe<test::ticks>([&](const test::tick&) { ++got; }, {.order = herald::ordering::concurrent});
         pool->refusals = 1;
-        (void)bus.publish<test::ticks>({0, 1});
-        (void)bus.publish<test::ticks>({0, 2});
+        bus.publish<test::ticks>({0, 1});
+        bus.publish<test::ticks>({0, 2});
         bus.drain();
         CHECK(got == 1);
         CHECK(sub.stats().failed == 1);
@@ -438,7 +438,7 @@ TEST_CASE("an executor that refuses a task fails those deliveries instead of str
     SUBCASE("at-least-once: the refused delivery is retried") {
         auto sub = bus.subscribe<retried_ticks>([&](const test::tick&) { ++got; });
         pool->refusals = 1;
-        (void)bus.publish<retried_ticks>({0, 1});
+        bus.publish<retried_ticks>({0, 1});
         bus.drain();
         CHECK(got == 1);
         CHECK(sub.stats().failed == 1);
@@ -455,7 +455,7 @@ TEST_CASE("an executor that refuses a task fails those deliveries instead of str
             },
             {.mode = herald::inline_delivery});
         pool->refusals = 1;
-        (void)bus.publish<retried_ticks>({0, 1});
+        bus.publish<retried_ticks>({0, 1});
         bus.drain();
         // Attempt 1 threw; the pool refused attempt 2 (a failure too); attempt 3 ran.
         CHECK(calls == 2);
@@ -487,7 +487,7 @@ TEST_CASE("a delivery queued while a refusal is handled is not failed with that 
     std::vector<int> got;
     auto sub = bus.subscribe<test::ticks>([&](const test::tick& t) { got.push_back(t.value); });
     pool->refusals = 1;
-    std::thread first([&] { (void)bus.publish<test::ticks>({0, 1}); }); // refused, fails in on_error
+    std::thread first([&] { bus.publish<test::ticks>({0, 1}); }); // refused, fails in on_error
     reported.wait();
     const auto second = bus.publish<test::ticks>({0, 2}); // queued behind the refused one
     published.count_down();
@@ -547,7 +547,7 @@ TEST_CASE("counters of departed subscribers survive compaction") {
     std::vector<herald::subscription> kept;
     for (int i = 0; i < 1000; ++i) {
         auto sub = bus.subscribe<test::ticks>([](const test::tick&) {}, {.mode = herald::inline_delivery});
-        (void)bus.publish<test::ticks>({0, i});
+        bus.publish<test::ticks>({0, i});
         sub.unsubscribe();
         if (i % 10 == 0) {
             kept.push_back(std::move(sub)); // some handles outlive their subscription
@@ -583,7 +583,7 @@ TEST_CASE("debug builds abort when a bus is destroyed under a publisher") {
                 std::this_thread::sleep_for(std::chrono::milliseconds(500));
             },
             {.mode = herald::inline_delivery});
-        std::thread publisher([&] { (void)bus->publish<test::ticks>({0, 1}); });
+        std::thread publisher([&] { bus->publish<test::ticks>({0, 1}); });
         while (!inside) {
             std::this_thread::yield();
         }

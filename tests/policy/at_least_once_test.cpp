@@ -139,7 +139,7 @@ TEST_CASE_FIXTURE(fixture, "only the failing subscriber gets the retry") {
         }
     });
     for (int i = 0; i < 10; ++i) {
-        (void)bus.publish<quick_payments>({i});
+        bus.publish<quick_payments>({i});
     }
     bus.drain();
     clock->advance(5ms);
@@ -164,9 +164,9 @@ TEST_CASE_FIXTURE(fixture, "handlers can fail without throwing: nack, retry_afte
         }
         return herald::reject("malformed");
     });
-    (void)bus.publish<payments>({1});
-    (void)bus.publish<payments>({2});
-    (void)bus.publish<payments>({3});
+    bus.publish<payments>({1});
+    bus.publish<payments>({2});
+    bus.publish<payments>({3});
     bus.drain();
     clock->advance(3ms); // retry_after's own delay, shorter than the policy's 10 ms
     bus.drain();
@@ -194,8 +194,8 @@ TEST_CASE_FIXTURE(fixture, "a custom policy decides which exceptions are worth a
         }
         throw std::invalid_argument("bad payment");
     });
-    (void)bus.publish<picky_payments>({1});
-    (void)bus.publish<picky_payments>({2});
+    bus.publish<picky_payments>({1});
+    bus.publish<picky_payments>({2});
     bus.drain();
     for (int i = 0; i < 5; ++i) {
         clock->advance(1ms);
@@ -261,7 +261,7 @@ TEST_CASE_FIXTURE(fixture, "a poison subscriber dead-letters everything while th
     auto fine = bus.subscribe<quick_payments>([&](const payment&) { ++good; }, {.name = "fine"});
     constexpr int count = 200;
     for (int i = 0; i < count; ++i) {
-        (void)bus.publish<quick_payments>({i});
+        bus.publish<quick_payments>({i});
     }
     bus.drain();
     clock->advance(5ms);
@@ -317,7 +317,7 @@ TEST_CASE("with a real clock each retry waits at least its delay, and drain() wa
             throw std::runtime_error("again");
         }
     });
-    (void)bus.publish<payments>({1});
+    bus.publish<payments>({1});
     bus.drain();
     std::lock_guard lock(mutex);
     REQUIRE(at.size() == 4);
@@ -337,8 +337,8 @@ TEST_CASE("shutdown(drain) dead-letters retries still waiting; shutdown(discard)
             ++calls;
             throw std::runtime_error("x");
         });
-        (void)bus.publish<slow>({1});
-        (void)bus.publish<slow>({2});
+        bus.publish<slow>({1});
+        bus.publish<slow>({2});
         CHECK(test::eventually([&] { return bus.stats().retried == 2; }));
         CHECK(bus.shutdown(herald::drain) == 0); // returns at once, not in an hour
         const auto letters = bus.dead_letters<slow>();
@@ -353,7 +353,7 @@ TEST_CASE("shutdown(drain) dead-letters retries still waiting; shutdown(discard)
             ++calls;
             throw std::runtime_error("x");
         });
-        (void)bus.publish<slow>({1});
+        bus.publish<slow>({1});
         CHECK(test::eventually([&] { return bus.stats().retried == 1; }));
         CHECK(bus.shutdown(herald::discard) == 1);
         CHECK(bus.dead_letters<slow>().empty());
@@ -368,7 +368,7 @@ TEST_CASE("the dead-letter store is bounded: the oldest are evicted and counted"
     herald::bus bus{{.workers = 1, .on_error = [](const herald::delivery_error&) {}, .dead_letter_capacity = 3}};
     auto sub = bus.subscribe<once>([](const payment&) { throw std::runtime_error("x"); });
     for (int i = 0; i < 5; ++i) {
-        (void)bus.publish<once>({i});
+        bus.publish<once>({i});
     }
     bus.drain();
     const auto letters = bus.dead_letters<once>();
@@ -387,7 +387,7 @@ TEST_CASE_FIXTURE(fixture, "retry_after(nanoseconds::max()) never runs early; sh
             return herald::retry_after(std::chrono::nanoseconds::max(), "much later");
         },
         {.name = "patient"});
-    (void)bus.publish<payments>({9});
+    bus.publish<payments>({9});
     bus.drain();
     CHECK(log.seen() == std::vector<std::uint32_t>{1});
     CHECK(bus.stats().retried == 1);
@@ -417,7 +417,7 @@ TEST_CASE("with a real clock, retry_after(nanoseconds::max()) does not run early
         ++calls;
         return herald::retry_after(std::chrono::nanoseconds::max(), "much later");
     });
-    (void)bus.publish<payments>({1});
+    bus.publish<payments>({1});
     REQUIRE(test::eventually([&] { return bus.stats().retried >= 1; }));
     std::this_thread::sleep_for(50ms); // the timer thread now waits (in capped steps)
     CHECK(calls == 1);

@@ -48,9 +48,9 @@ TEST_CASE("the worker takes every waiting high-priority event first, FIFO within
     constexpr int lows = 1000;
     for (int i = 0, hi = 0, lo = 0; hi < highs || lo < lows; ++i) {
         if (i % 100 == 0 && lo < lows) {
-            (void)h.bus().publish<jobs>({0, lo++}, {.priority = 0});
+            h.bus().publish<jobs>({0, lo++}, {.priority = 0});
         } else if (hi < highs) {
-            (void)h.bus().publish<jobs>({1, hi++}, {.priority = 1});
+            h.bus().publish<jobs>({1, hi++}, {.priority = 1});
         }
     }
     h.run_until_idle();
@@ -67,8 +67,8 @@ TEST_CASE("the worker takes every waiting high-priority event first, FIFO within
 
 TEST_CASE("a priority outside the topic's levels, or on a topic without levels, is refused") {
     herald::bus bus{{.workers = 1}};
-    CHECK_THROWS_AS((void)bus.publish<jobs>({}, {.priority = 2}), herald::usage_error);
-    CHECK_THROWS_AS((void)bus.publish<test::orders>({}, {.priority = 1}), herald::usage_error);
+    CHECK_THROWS_AS(bus.publish<jobs>({}, {.priority = 2}), herald::usage_error);
+    CHECK_THROWS_AS(bus.publish<test::orders>({}, {.priority = 1}), herald::usage_error);
     CHECK_THROWS_AS((void)bus.subscribe<jobs>([](const job&) {}, {.order = herald::ordering::concurrent}),
                     herald::usage_error);
     CHECK(bus.stats().published == 0);
@@ -123,11 +123,11 @@ TEST_CASE("expiry drops events that waited past their time-to-live, and counts t
     std::vector<int> handled;
     auto sub = h.bus().subscribe<expiring_jobs>([&](const job& j) { handled.push_back(j.index); });
     for (int i = 1; i <= 9; ++i) {
-        (void)h.bus().publish<expiring_jobs>({0, i}, {.priority = static_cast<std::uint8_t>(i % 3)});
+        h.bus().publish<expiring_jobs>({0, i}, {.priority = static_cast<std::uint8_t>(i % 3)});
     }
     h.clock().advance(1ms);
     for (int i = 10; i <= 14; ++i) {
-        (void)h.bus().publish<expiring_jobs>({0, i});
+        h.bus().publish<expiring_jobs>({0, i});
     }
     h.run_until_idle();
     CHECK(handled == std::vector<int>{10, 11, 12, 13, 14});
@@ -138,7 +138,7 @@ TEST_CASE("expiry drops events that waited past their time-to-live, and counts t
 TEST_CASE("expiry can send expired events to the dead letters instead") {
     herald::testing::harness h;
     auto sub = h.bus().subscribe<expiring_letters>([&](const job&) {});
-    (void)h.bus().publish<expiring_letters>({0, 1}, {.priority = 2});
+    h.bus().publish<expiring_letters>({0, 1}, {.priority = 2});
     h.clock().advance(2ms);
     h.run_until_idle();
     const auto letters = h.bus().dead_letters<expiring_letters>();
@@ -158,7 +158,7 @@ TEST_CASE("priority composes with at-least-once: a retry keeps its level") {
             throw std::runtime_error("first attempt fails");
         }
     });
-    (void)h.bus().publish<retried_jobs>({2, 0}, {.priority = 2});
+    h.bus().publish<retried_jobs>({2, 0}, {.priority = 2});
     h.run_until_idle();
     h.advance(1ms);
     CHECK(seen == std::vector<std::pair<int, std::uint32_t>>{{2, 1}, {2, 2}});

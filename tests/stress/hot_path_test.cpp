@@ -44,7 +44,7 @@ TEST_CASE("subscriber lists replaced under nested publishers stay valid and are 
         [&](const test::tick& t) {
             chain_calls.fetch_add(1, std::memory_order_relaxed);
             if (t.value > 0) {
-                (void)bus.publish<test::ticks>({t.publisher, t.value - 1});
+                bus.publish<test::ticks>({t.publisher, t.value - 1});
             }
         },
         {.mode = herald::inline_delivery});
@@ -99,10 +99,10 @@ TEST_CASE("unsubscribe waits for an inline call running on another thread") {
     herald::bus bus{{.workers = 1}};
     test::blocking_call call;
     auto sub = bus.subscribe<test::orders>(call.handler<test::order_placed>(), {.mode = herald::inline_delivery});
-    std::thread publisher([&] { (void)bus.publish<test::orders>({"a", 1}); });
+    std::thread publisher([&] { bus.publish<test::orders>({"a", 1}); });
     test::check_unsubscribe_waits(sub, call); // the call runs on the publisher's thread
     publisher.join();
-    (void)bus.publish<test::orders>({"b", 1});
+    bus.publish<test::orders>({"b", 1});
     CHECK(call.calls == 1);
 }
 
@@ -121,7 +121,7 @@ TEST_CASE("inline deliveries from many threads are counted exactly") {
         for (int p = 0; p < threads_per_wave; ++p) {
             threads.emplace_back([&bus, p] {
                 for (int i = 0; i < events_per_thread; ++i) {
-                    (void)bus.publish<test::ticks>({p, i});
+                    bus.publish<test::ticks>({p, i});
                 }
             });
         }

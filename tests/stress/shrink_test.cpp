@@ -85,7 +85,7 @@ TEST_CASE("a queue replaced under publishers loses, duplicates and reorders noth
     for (int p = 0; p < publishers; ++p) {
         threads.emplace_back([&bus, p] {
             for (int i = 0; i < events_per_publisher; ++i) {
-                (void)bus.publish<slow_ticks>(slow_tick{p, i});
+                bus.publish<slow_ticks>(slow_tick{p, i});
                 if (i % 32 == 31) {
                     // Bursts of 32 with pauses of varying length: backlogs drain while
                     // other publishers are in the middle of theirs.

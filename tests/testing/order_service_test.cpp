@@ -24,7 +24,7 @@ struct fake_gateway {
     void operator()(const herald::envelope<shop::order_placed>& e) {
         if (auto it = declines.find(e.event().order); it != declines.end()) {
             declines.erase(it);
-            (void)bus.publish<shop::payment_failures>({e.event().order, "card declined"});
+            bus.publish<shop::payment_failures>({e.event().order, "card declined"});
             return;
         }
         ++charged;

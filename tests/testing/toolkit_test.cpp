@@ -48,8 +48,8 @@ TEST_CASE("nothing runs until the test steps the manual executor, one subscriber
     std::vector<std::string> log;
     auto a = h.bus().subscribe<readings>([&](const reading& r) { log.push_back("a" + std::to_string(r.sensor)); });
     auto b = h.bus().subscribe<readings>([&](const reading& r) { log.push_back("b" + std::to_string(r.sensor)); });
-    (void)h.bus().publish<readings>({1, 0});
-    (void)h.bus().publish<readings>({2, 0});
+    h.bus().publish<readings>({1, 0});
+    h.bus().publish<readings>({2, 0});
     CHECK(log.empty());
     CHECK(h.pending() == 2); // one turn per subscriber, each covering both events
     CHECK(h.run_one());
@@ -64,7 +64,7 @@ TEST_CASE("drain() and make_pool() stay under the test's control") {
     int handled = 0;
     auto pool = h.bus().make_pool(4); // would be 4 threads on a real bus
     auto sub = h.bus().subscribe<readings>([&](const reading&) { ++handled; }, {.pool = pool});
-    (void)h.bus().publish<readings>({1, 0});
+    h.bus().publish<readings>({1, 0});
     CHECK(handled == 0);
     h.bus().drain(); // runs the manual executor on this thread instead of waiting forever
     CHECK(handled == 1);
@@ -86,7 +86,7 @@ TEST_CASE("virtual time: a four-attempt exponential backoff plays out in microse
         attempts.push_back(e.attempt());
         throw std::runtime_error("sensor offline");
     });
-    (void)h.bus().publish<retried>({1, 0});
+    h.bus().publish<retried>({1, 0});
     const auto wall = std::chrono::steady_clock::now();
     CHECK(h.settle() == 70ms); // 10 + 20 + 40 ms of virtual time
     CHECK(std::chrono::steady_clock::now() - wall < 1s);
@@ -101,9 +101,9 @@ TEST_CASE("a recorder keeps what was published, with helpers to query it") {
     herald::testing::recorder<readings> rec{h.bus()};
     CHECK(rec.empty());
     CHECK_THROWS_AS((void)rec.last(), std::logic_error);
-    (void)h.bus().publish<readings>({1, 0.5});
-    (void)h.bus().publish<readings>({2, 1.5});
-    (void)h.bus().publish<readings>({1, 2.5});
+    h.bus().publish<readings>({1, 0.5});
+    h.bus().publish<readings>({2, 1.5});
+    h.bus().publish<readings>({1, 2.5});
     CHECK(rec.count() == 3);
     CHECK(rec.last().event() == reading{1, 2.5});
     CHECK(rec.last().sequence() == 3);
@@ -125,9 +125,9 @@ TEST_CASE("a failed expectation says what was expected and shows what was publis
     herald::testing::recorder<readings> rec{h.bus()};
     herald::testing::recorder<silent> quiet{h.bus()};
     herald::testing::recorder<opaque_topic> hidden{h.bus()};
-    (void)h.bus().publish<readings>({7, 1.5});
-    (void)h.bus().publish<readings>({8, 2.5});
-    (void)h.bus().publish<opaque_topic>({1});
+    h.bus().publish<readings>({7, 1.5});
+    h.bus().publish<readings>({8, 2.5});
+    h.bus().publish<opaque_topic>({1});
 
     const auto one = rec.published_exactly(
         1, [](const reading& r) { return r.value == 9.5; }, "with value 9.5");
@@ -177,7 +177,7 @@ TEST_CASE("after_handler() fails after the side effect: a lost acknowledgement")
     auto lossy = herald::testing::inject_faults([&](const reading&) { ++effects; },
                                                 fault_plan::on_attempts({1}).after_handler());
     auto sub = h.bus().subscribe<retried>(lossy);
-    (void)h.bus().publish<retried>({1, 0});
+    h.bus().publish<retried>({1, 0});
     h.settle();
     CHECK(effects == 2); // ran, "failed", ran again: why consumers should be idempotent
     CHECK(lossy.injected() == 1);
@@ -193,7 +193,7 @@ TEST_CASE("harnesses are isolated and a scenario gives the same result every tim
                                            fault_plan::with_probability(0.5, 7));
         auto sub = h.bus().subscribe<retried>(flaky);
         for (int i = 0; i < 50; ++i) {
-            (void)h.bus().publish<retried>({i, 0});
+            h.bus().publish<retried>({i, 0});
         }
         h.settle();
         return std::tuple{flaky.injected(), h.bus().stats().dead_lettered, attempts};
@@ -217,7 +217,7 @@ TEST_CASE("virtual time saturates: advance(nanoseconds::max()) stops at the cloc
         attempts.push_back(e.attempt());
         throw std::runtime_error("sensor offline");
     });
-    (void)h.bus().publish<twice>({1, 0});
+    h.bus().publish<twice>({1, 0});
     h.run_until_idle();
     CHECK(attempts == std::vector<std::uint32_t>{1});
 
