@@ -428,7 +428,7 @@ private:
 
     /// The part of `subscribe` that does not depend on the topic's types. Fills `setup`;
     /// false when the bus has stopped.
-    bool prepare(detail::topic_base& state, delivery mode, ordering order, std::string name,
+    [[gnu::noinline]] bool prepare(detail::topic_base& state, delivery mode, ordering order, std::string name,
                  std::shared_ptr<executor> pool, tracked_objects track, detail::subscriber_setup& setup) {
         if (state.rules.prioritised && mode == delivery::async && order == ordering::concurrent) {
             throw usage_error("herald: subscribe to priority topic '" + std::string(state.where.topic) +
@@ -451,7 +451,7 @@ private:
 
     /// Adds a new subscriber to its topic and returns its handle (disconnected when the
     /// bus stopped meanwhile).
-    subscription attach(detail::topic_base& state, std::shared_ptr<detail::subscriber_base> subscriber) {
+    [[gnu::noinline]] subscription attach(detail::topic_base& state, std::shared_ptr<detail::subscriber_base> subscriber) {
         state.add(subscriber);
         if (core_.stopped.load(std::memory_order_seq_cst)) {
             subscriber->unsubscribe();
@@ -469,7 +469,7 @@ private:
     }
 
     template <class T>
-    detail::topic_state<T>& register_topic() {
+    [[gnu::noinline]] detail::topic_state<T>& register_topic() {
         std::lock_guard lock(registry_mutex_);
         return register_locked<T>();
     }

@@ -52,12 +52,17 @@ public:
                  (std::predicate<const F&, const envelope<Event>&> || std::predicate<const F&, const Event&>))
     filter(F predicate) // NOLINT(google-explicit-constructor): designated-initializer friendly
     {
+        // Stored as a predicate on `envelope_base`, so that every topic shares one
+        // std::function type (the downcast is safe: the bus passes only envelopes of
+        // `Event` to this subscriber's filter).
         if constexpr (std::predicate<const F&, const envelope<Event>&>) {
-            test_ = std::move(predicate);
+            test_ = [p = std::move(predicate)](const envelope_base& env) {
+                return static_cast<bool>(p(static_cast<const envelope<Event>&>(env)));
+            };
             reads_envelope_ = true;
         } else {
-            test_ = [p = std::move(predicate)](const envelope<Event>& env) {
-                return static_cast<bool>(p(env.event()));
+            test_ = [p = std::move(predicate)](const envelope_base& env) {
+                return static_cast<bool>(p(static_cast<const envelope<Event>&>(env).event()));
             };
         }
     }
@@ -70,7 +75,7 @@ public:
     [[nodiscard]] bool operator()(const envelope<Event>& env) const { return !test_ || test_(env); }
 
 private:
-    std::function<bool(const envelope<Event>&)> test_;
+    std::function<bool(const envelope_base&)> test_;
     bool reads_envelope_ = false;
 };
 

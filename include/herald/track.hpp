@@ -86,6 +86,13 @@ public:
         (objects_.push_back(track_traits<Ptrs>::make(owners)), ...);
     }
 
+    tracked_objects(const tracked_objects&) = default;
+    tracked_objects(tracked_objects&&) noexcept = default;
+    tracked_objects& operator=(const tracked_objects&) = default;
+    tracked_objects& operator=(tracked_objects&&) noexcept = default;
+    // Out of line (once per program, not once per `subscribe_options<Event>`).
+    [[gnu::noinline]] ~tracked_objects() {}
+
     /// True when nothing is tracked.
     [[nodiscard]] bool is_empty() const noexcept { return objects_.empty(); }
 
