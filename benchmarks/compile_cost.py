@@ -5,14 +5,14 @@ declare N topics, against an empty TU with the same standard headers.
 Each generated TU declares N distinct 16-byte event types, one topic per type, and per
 topic subscribes one async handler and publishes once: what a module of a monolith
 does. Every TU is compiled with `<compiler> -O2 -std=c++20 -c` under /usr/bin/time,
-`--repeat` times (default 3); the table gives the median and the range, and checks the
-targets of docs/performance.md ("Compile cost"):
+`--repeat` times (default 5, the sizes interleaved); the table gives the median and the
+range, and checks the targets of docs/performance.md ("Compile cost"):
 
   * 50 topics cost at most 3x the time of 1 topic, and at most 600 MB;
   * including <herald/herald.hpp> alone costs at most 2x the empty TU.
 
 Not run by CI (it takes minutes). From the repository root:
-  python3 benchmarks/compile_cost.py [--compiler g++] [--topics 0,1,50,200] [--repeat 3]
+  python3 benchmarks/compile_cost.py [--compiler g++] [--topics 0,1,50,200] [--repeat 5]
 """
 
 import argparse
@@ -76,18 +76,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compiler", default=os.environ.get("CXX", "g++"))
     parser.add_argument("--topics", default="0,1,50", help="comma-separated topic counts (200 takes long)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     counts = [int(n) for n in args.topics.split(",")]
 
-    rows = {}
+    # Rounds interleave the sizes, so that a slow spell of the (shared) machine hits
+    # every row alike instead of one row's repetitions.
+    cases = [("empty TU (std headers)", None)] + [(f"{n} topics", n) for n in counts]
+    rows = {topics: [] for _, topics in cases}
     with tempfile.TemporaryDirectory() as workdir:
-        for label, topics in [("empty TU (std headers)", None)] + [(f"{n} topics", n) for n in counts]:
-            runs = [measure(args.compiler, source(topics), workdir) for _ in range(args.repeat)]
-            rows[topics] = runs
-            secs = [r[0] for r in runs]
-            mbs = [r[1] for r in runs]
-            print(f"| {label:<24} | {summary(secs, 's', 2):<24} | {summary(mbs, 'MB', 0):<24} |", flush=True)
+        for _ in range(args.repeat):
+            for _, topics in cases:
+                rows[topics].append(measure(args.compiler, source(topics), workdir))
+    print(f"| {'translation unit':<24} | {'time: median (range)':<24} | {'peak memory':<24} |")
+    print(f"|{'-' * 26}|{'-' * 26}|{'-' * 26}|")
+    for label, topics in cases:
+        secs = [r[0] for r in rows[topics]]
+        mbs = [r[1] for r in rows[topics]]
+        print(f"| {label:<24} | {summary(secs, 's', 2):<24} | {summary(mbs, 'MB', 0):<24} |", flush=True)
 
     def med(topics, index):
         return statistics.median(r[index] for r in rows[topics])
