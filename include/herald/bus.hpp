@@ -31,7 +31,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -188,9 +187,7 @@ public:
                 std::move(options.clock), options.dead_letter_capacity),
           nonce_(options.id_seed != 0
                      ? detail::mix64(options.id_seed)
-                     : detail::mix64(
-                           std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32U) ^
-                           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()))) {
+                     : detail::random_seed()) {
         if (options.default_executor) {
             default_executor_ = std::move(options.default_executor);
         } else {

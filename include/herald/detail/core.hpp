@@ -10,17 +10,22 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <memory>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__) && __has_include(<sys/random.h>)
+#include <sys/random.h>
+#endif
 
 namespace herald::detail {
 
@@ -30,6 +35,24 @@ inline std::uint64_t mix64(std::uint64_t x) noexcept {
     x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
     x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
     return x ^ (x >> 31U);
+}
+
+/// 64 unpredictable bits for a bus's id prefix: the kernel's random pool where there is
+/// one (`getrandom`, which never blocks once the pool is ready), mixed with both clocks
+/// and a stack address, so two buses (or processes) differ even where it is missing.
+/// (`std::random_device` would do, but `<random>` costs every translation unit about a
+/// third of a second of compilation.)
+inline std::uint64_t random_seed() noexcept {
+    std::uint64_t bits = 0;
+#if defined(__linux__) && __has_include(<sys/random.h>)
+    if (::getrandom(&bits, sizeof bits, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof bits)) {
+        bits = 0;
+    }
+#endif
+    const auto steady = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    const auto wall = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    const auto where = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&bits));
+    return mix64(bits ^ mix64(steady ^ mix64(wall ^ where)));
 }
 
 /// Tells the CPU this thread is spin-waiting (x86 `pause`, ARM `yield`).
