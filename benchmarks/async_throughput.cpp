@@ -1,4 +1,5 @@
-// Async throughput (events/s, end to end until handled): 1->1, 1->4 and 2->1, herald vs moodycamel and mutex queues.
+// Async throughput (events/s, end to end until handled): 1->1, 1->4 and 2->1, herald vs
+// moodycamel queues, a mutex+condvar queue and a batching (swap the whole list) queue.
 #include "support/bench_support.hpp"
 
 #include <herald/herald.hpp>
@@ -99,9 +100,10 @@ void herald_1to4(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n * fan_out)); // deliveries
 }
 
-// Baseline: one BlockingConcurrentQueue and consumer thread per subscriber; the
-// publisher pushes each event into all four.
-void blocking_1to4(benchmark::State& state) {
+// Baselines: one queue and consumer thread per subscriber; the publisher pushes each
+// event into all four.
+template <template <class, class> class Queue>
+void queues_1to4(benchmark::State& state) {
     const std::uint64_t n = events();
     struct consumer {
         std::uint64_t sink = 0;
@@ -115,10 +117,10 @@ void blocking_1to4(benchmark::State& state) {
         consumer* to;
         void operator()(const ev16& e) const { (*to)(e); }
     };
-    using queue_type = herald_bench::blocking_queue<ev16, forward>;
+    using queue_type = Queue<ev16, forward>;
     std::array<consumer, fan_out> consumers{};
     std::vector<std::unique_ptr<queue_type>> queues;
-    std::vector<queue_type::token> tokens;
+    std::vector<typename queue_type::token> tokens;
     for (auto& c : consumers) {
         queues.push_back(std::make_unique<queue_type>(forward{&c}));
         tokens.push_back(queues.back()->make_token());
@@ -206,12 +208,15 @@ HERALD_THROUGHPUT(herald_1to1, "async_1to1/herald");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::spin_queue>, "async_1to1/moodycamel_spin");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::blocking_queue>, "async_1to1/moodycamel_blocking");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::mutex_queue>, "async_1to1/mutex_condvar");
+HERALD_THROUGHPUT(queue_1to1<herald_bench::swap_queue>, "async_1to1/swap_list");
 
 HERALD_THROUGHPUT(herald_1to4, "async_1to4/herald");
-HERALD_THROUGHPUT(blocking_1to4, "async_1to4/moodycamel_blocking");
+HERALD_THROUGHPUT(queues_1to4<herald_bench::blocking_queue>, "async_1to4/moodycamel_blocking");
+HERALD_THROUGHPUT(queues_1to4<herald_bench::swap_queue>, "async_1to4/swap_list");
 
 HERALD_THROUGHPUT(herald_2to1, "async_2to1/herald");
 HERALD_THROUGHPUT(queue_2to1<herald_bench::blocking_queue>, "async_2to1/moodycamel_blocking");
 HERALD_THROUGHPUT(queue_2to1<herald_bench::mutex_queue>, "async_2to1/mutex_condvar");
+HERALD_THROUGHPUT(queue_2to1<herald_bench::swap_queue>, "async_2to1/swap_list");
 
 } // namespace

@@ -217,6 +217,72 @@ private:
     std::thread worker_;
 };
 
+/// The batching queue (what eventpp's `EventQueue` does): a `std::vector` under a
+/// `std::mutex`; the consumer takes the whole list at once by swapping it with its own
+/// empty one, then handles it without the lock. A push notifies only when the consumer
+/// sleeps, so a busy consumer costs the publisher one uncontended lock per item.
+template <class T, class OnItem>
+class swap_queue {
+public:
+    struct token {};
+
+    explicit swap_queue(OnItem on_item) : on_item_(std::move(on_item)), worker_([this] { consume(); }) {}
+    swap_queue(const swap_queue&) = delete;
+    swap_queue& operator=(const swap_queue&) = delete;
+    ~swap_queue() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        ready_.notify_one();
+        worker_.join();
+    }
+
+    token make_token() { return {}; }
+    void push(token& /*unused*/, const T& item) {
+        bool wake = false;
+        {
+            std::lock_guard lock(mutex_);
+            items_.push_back(item);
+            wake = sleeping_;
+            sleeping_ = false;
+        }
+        if (wake) {
+            ready_.notify_one();
+        }
+    }
+
+private:
+    void consume() {
+        std::vector<T> taken;
+        for (;;) {
+            {
+                std::unique_lock lock(mutex_);
+                while (items_.empty() && !stop_) {
+                    sleeping_ = true;
+                    ready_.wait(lock);
+                }
+                if (items_.empty()) {
+                    return; // stopping, and nothing left
+                }
+                taken.swap(items_);
+            }
+            for (const T& item : taken) {
+                on_item_(item);
+            }
+            taken.clear(); // keeps its capacity: the next swap hands it to the publishers
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::vector<T> items_;
+    bool sleeping_ = false;
+    bool stop_ = false;
+    OnItem on_item_;
+    std::thread worker_;
+};
+
 // --- statistics ------------------------------------------------------------------------
 
 /// The `q`-quantile (0..1) of `values`, nearest rank; reorders `values`.
