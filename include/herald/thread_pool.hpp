@@ -2,6 +2,7 @@
 #pragma once
 
 #include <herald/detail/concurrentqueue.hpp>
+#include <herald/detail/cpu_pause.hpp>
 #include <herald/executor.hpp>
 
 #include <algorithm>
@@ -16,6 +17,26 @@
 #include <vector>
 
 namespace herald {
+
+/// How a `thread_pool` is made. Designated-initializer friendly:
+///
+///     herald::thread_pool pool{{.threads = 1, .spin = std::chrono::microseconds(50)}};
+struct thread_pool_options {
+    /// Worker threads (at least one; 0 means `std::thread::hardware_concurrency()`).
+    std::size_t threads = 0;
+    /// Used in diagnostics.
+    std::string name = "herald";
+    /// Low-latency mode: after each task a worker keeps polling for the next one for
+    /// this long before it goes to sleep, so an event that arrives within the budget
+    /// starts without a wake-up (a few microseconds on Linux). The budget restarts
+    /// after every task: a stream of events closer together than `spin` keeps one core
+    /// per worker busy; once the stream stops, the workers sleep again after `spin`.
+    /// Clamped to `max_spin`. Zero (the default): the queue's own short spin only.
+    std::chrono::nanoseconds spin{0};
+
+    /// The largest spin budget a pool accepts (longer ones are shortened to it).
+    static constexpr std::chrono::nanoseconds max_spin = std::chrono::milliseconds(10);
+};
 
 /// A fixed number of worker threads taking tasks from one moodycamel
 /// `BlockingConcurrentQueue`. An idle worker spins briefly, then sleeps on a semaphore,
@@ -32,8 +53,14 @@ public:
     /// A pool of `threads` workers (at least one; 0 means
     /// `std::thread::hardware_concurrency()`), started by the first `post`.
     explicit thread_pool(std::size_t threads = 0, std::string name = "herald")
-        : name_(std::move(name)),
-          threads_(threads != 0 ? threads : std::max<std::size_t>(1, std::thread::hardware_concurrency())) {}
+        : thread_pool(thread_pool_options{threads, std::move(name), {}}) {}
+
+    /// A pool as `options` say (see `thread_pool_options`), started by the first `post`.
+    explicit thread_pool(thread_pool_options options)
+        : name_(std::move(options.name)),
+          threads_(options.threads != 0 ? options.threads
+                                        : std::max<std::size_t>(1, std::thread::hardware_concurrency())),
+          spin_(std::clamp(options.spin, std::chrono::nanoseconds::zero(), thread_pool_options::max_spin)) {}
 
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
@@ -61,6 +88,9 @@ public:
 
     /// The name given at construction (used in diagnostics).
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+    /// The spin budget in use (after clamping).
+    [[nodiscard]] std::chrono::nanoseconds spin() const noexcept { return spin_; }
 
     /// Lets running tasks finish, joins every worker, releases queued tasks. Idempotent.
     /// Throws `std::logic_error` when called from one of this pool's own workers.
@@ -121,9 +151,29 @@ private:
         detail::task_ptr item;
         while (!stopping_.load(std::memory_order_acquire)) {
             // The timeout only bounds how long a missed wake-up could delay stopping.
-            if (tasks_.wait_dequeue_timed(token, item, std::chrono::milliseconds(200)) && item) {
-                item->run();
-                item.reset();
+            if ((spin_.count() != 0 && poll(token, item)) ||
+                tasks_.wait_dequeue_timed(token, item, std::chrono::milliseconds(200))) {
+                if (item) {
+                    item->run();
+                    item.reset();
+                }
+            }
+        }
+    }
+
+    /// Low-latency mode: polls for a task for up to the spin budget (the clock is read
+    /// every 64 polls, so the budget costs about one clock read per microsecond).
+    bool poll(moodycamel::ConsumerToken& token, detail::task_ptr& item) noexcept {
+        const auto deadline = std::chrono::steady_clock::now() + spin_;
+        for (;;) {
+            for (int i = 0; i < 64; ++i) {
+                if (tasks_.try_dequeue(token, item)) {
+                    return true;
+                }
+                detail::cpu_pause();
+            }
+            if (stopping_.load(std::memory_order_acquire) || std::chrono::steady_clock::now() >= deadline) {
+                return false;
             }
         }
     }
@@ -131,6 +181,7 @@ private:
     std::string name_;
     moodycamel::BlockingConcurrentQueue<detail::task_ptr> tasks_;
     const std::size_t threads_;
+    const std::chrono::nanoseconds spin_;
     std::vector<std::thread> workers_;
     std::atomic<bool> started_{false};
     std::atomic<bool> stopping_{false};

@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 namespace {
 struct counting_task final : herald::detail::task {
@@ -122,4 +123,37 @@ TEST_CASE("a bus whose subscribers are all inline runs no thread until an async 
         }
     }
     CHECK(threads_now() == before);
+}
+
+TEST_CASE("a low-latency pool runs every task, and its spin budget is clamped") {
+    std::atomic<int> runs{0};
+    herald::thread_pool pool{{.threads = 2, .name = "fast", .spin = std::chrono::microseconds(50)}};
+    CHECK(pool.spin() == std::chrono::microseconds(50));
+    CHECK(pool.concurrency() == 2);
+    CHECK(pool.name() == "fast");
+    for (int i = 0; i < 1000; ++i) {
+        pool.post(std::make_shared<counting_task>(&runs));
+        if (i % 100 == 0) {
+            std::this_thread::sleep_for(std::chrono::microseconds(200)); // past the budget: workers sleep
+        }
+    }
+    CHECK(test::eventually([&] { return runs == 1000; }));
+    pool.stop(); // stops while workers may be spinning
+
+    herald::thread_pool greedy{{.threads = 1, .spin = std::chrono::hours(1)}};
+    CHECK(greedy.spin() == herald::thread_pool_options::max_spin);
+    herald::thread_pool negative{{.threads = 1, .spin = std::chrono::nanoseconds(-5)}};
+    CHECK(negative.spin() == std::chrono::nanoseconds::zero());
+}
+
+TEST_CASE("a bus delivers through a low-latency default pool") {
+    std::atomic<int> got{0};
+    herald::bus bus{{.default_executor = std::make_shared<herald::thread_pool>(
+                         herald::thread_pool_options{.threads = 1, .spin = std::chrono::microseconds(100)})}};
+    auto sub = bus.subscribe<test::ticks>([&](const test::tick&) { ++got; });
+    for (int i = 0; i < 100; ++i) {
+        bus.publish<test::ticks>({0, i});
+    }
+    bus.drain();
+    CHECK(got == 100);
 }

@@ -3,6 +3,7 @@
 
 #include <herald/clock.hpp>
 #include <herald/dead_letter.hpp>
+#include <herald/detail/cpu_pause.hpp>
 #include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
@@ -53,15 +54,6 @@ inline std::uint64_t random_seed() noexcept {
     const auto wall = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
     const auto where = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&bits));
     return mix64(bits ^ mix64(steady ^ mix64(wall ^ where)));
-}
-
-/// Tells the CPU this thread is spin-waiting (x86 `pause`, ARM `yield`).
-inline void cpu_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
 }
 
 /// The settings of `Traits` that delivery reads, as run-time values, so that the code
