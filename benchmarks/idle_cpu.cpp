@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <memory>
 #include <sys/resource.h>
 #include <thread>
 
@@ -40,7 +41,8 @@ void measure_window(benchmark::State& state) {
     state.counters["window_s"] = wall.count();
 }
 
-// herald: a bus with its default pool (one worker per core), no subscriber, no event.
+// herald: a bus with its default pool (one worker per core), no subscriber, no event
+// (the pool starts no thread before its first task).
 void herald_idle(benchmark::State& state) {
     for (auto _ : state) {
         herald::bus bus;
@@ -64,6 +66,23 @@ void herald_idle_after_burst(benchmark::State& state) {
     }
 }
 
+// herald: a low-latency pool (workers poll 100 us after each task) after a burst: once
+// the budget is spent the workers must sleep like the default ones.
+void herald_idle_low_latency(benchmark::State& state) {
+    for (auto _ : state) {
+        herald::bus bus{{.default_executor = std::make_shared<herald::thread_pool>(herald::thread_pool_options{
+                             .threads = 2, .name = "low-latency", .spin = std::chrono::microseconds(100)})}};
+        std::uint64_t sink = 0;
+        auto sub = bus.subscribe<idle_topic>([&sink](const ev16& e) { sink += e.a; });
+        for (std::uint64_t i = 0; i < 10'000; ++i) {
+            bus.publish<idle_topic>(ev16{i, i});
+        }
+        bus.drain();
+        measure_window(state);
+        benchmark::DoNotOptimize(sink);
+    }
+}
+
 // Baseline: one consumer thread blocked in BlockingConcurrentQueue::wait_dequeue.
 void blocking_idle(benchmark::State& state) {
     for (auto _ : state) {
@@ -75,6 +94,7 @@ void blocking_idle(benchmark::State& state) {
 
 BENCHMARK(herald_idle)->Name("idle_cpu/herald")->Iterations(1)->UseRealTime();
 BENCHMARK(herald_idle_after_burst)->Name("idle_cpu/herald_after_burst")->Iterations(1)->UseRealTime();
+BENCHMARK(herald_idle_low_latency)->Name("idle_cpu/herald_low_latency")->Iterations(1)->UseRealTime();
 BENCHMARK(blocking_idle)->Name("idle_cpu/moodycamel_blocking")->Iterations(1)->UseRealTime();
 
 } // namespace

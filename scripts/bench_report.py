@@ -19,6 +19,7 @@ import pathlib
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,14 @@ def build_rows(r):
                 target, check = "herald <= 3000 ns", (lambda h, b, q: h <= 3000)
             rows.append(Row(f"latency {label} {p} (ns) vs moodycamel spin", lat(regime, "herald", p),
                             lat(regime, "moodycamel_spin", p), target, check))
+        target = check = None
+        if regime == "latency_10us":
+            target, check = "ratio <= 1.5", (lambda h, b, q: q <= 1.5)
+        rows.append(Row(f"latency {label} p50, low-latency pool (100 us spin) vs moodycamel spin",
+                        lat(regime, "herald_low_latency", "p50"), lat(regime, "moodycamel_spin", "p50"), target, check))
+        if regime == "latency_10us":
+            rows.append(Row(f"latency {label} p50, default pool vs moodycamel blocking", lat(regime, "herald", "p50"),
+                            lat(regime, "moodycamel_blocking", "p50"), "ratio <= 1.0", lambda h, b, q: q <= 1.0))
         for who, name in (("moodycamel_blocking", "moodycamel blocking"), ("mutex_condvar", "mutex+condvar")):
             for p in ("p50", "p99"):
                 rows.append(Row(f"latency {label} {p} vs {name}", lat(regime, "herald", p), lat(regime, who, p)))
@@ -268,16 +277,59 @@ def build_rows(r):
                     cpu("idle_cpu/moodycamel_blocking"), "herald < 2 %", lambda h, b, q: h < 2.0, ratio=False))
     rows.append(Row("  idle after a burst of events", cpu("idle_cpu/herald_after_burst"),
                     cpu("idle_cpu/moodycamel_blocking"), "herald < 2 %", lambda h, b, q: h < 2.0, ratio=False))
+    rows.append(Row("  low-latency pool (100 us spin), after a burst", cpu("idle_cpu/herald_low_latency"),
+                    cpu("idle_cpu/moodycamel_blocking"), "herald < 2 %", lambda h, b, q: h < 2.0, ratio=False))
     sections.append(("Idle cost", rows))
     return sections
 
 
-def render_table(sections):
+class MergedRow(Row):
+    """One row over several runs: the medians of herald's and the baseline's figures, and
+    the median and range of the per-run ratios; the target is checked on the medians."""
+
+    def __init__(self, rows):
+        first = rows[0]
+        present = lambda values: [v for v in values if v is not None]  # noqa: E731
+        med = lambda values: statistics.median(present(values)) if present(values) else None  # noqa: E731
+        super().__init__(first.scenario, med([r.herald for r in rows]), med([r.baseline for r in rows]),
+                         first.target, first.check, first.show_ratio)
+        self.ratios = present([r.ratio() for r in rows])
+
+    def ratio(self):
+        return statistics.median(self.ratios) if self.ratios else None
+
+    def ratio_text(self):
+        if not self.ratios:
+            return "-"
+        if len(self.ratios) == 1:
+            return f"{self.ratios[0]:.2f}x"
+        return f"{self.ratio():.2f}x ({min(self.ratios):.2f}-{max(self.ratios):.2f})"
+
+
+def merge_runs(per_run):
+    """The sections of several runs as one table of `MergedRow`s (rows matched by name)."""
+    merged = []
+    for index, (title, rows) in enumerate(per_run[0]):
+        out = []
+        for row in rows:
+            same = [next((r for r in run[index][1] if r.scenario == row.scenario), None) for run in per_run]
+            out.append(MergedRow([r for r in same if r is not None]))
+        merged.append((title, out))
+    return merged
+
+
+def render_table(sections, runs=1):
     header = ("scenario", "herald", "baseline", "ratio", "target", "result")
     lines = []
     all_rows = [row for _, rows in sections for row in rows]
-    cells = [(row.scenario, fmt(row.herald), fmt(row.baseline),
-              "-" if row.ratio() is None else f"{row.ratio():.2f}x", row.target, row.result()) for row in all_rows]
+
+    def ratio_cell(row):
+        if isinstance(row, MergedRow):
+            return row.ratio_text()
+        return "-" if row.ratio() is None else f"{row.ratio():.2f}x"
+
+    cells = [(row.scenario, fmt(row.herald), fmt(row.baseline), ratio_cell(row), row.target, row.result())
+             for row in all_rows]
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(len(header))]
 
     def line(values):
@@ -295,7 +347,11 @@ def render_table(sections):
     passed = sum(1 for row in all_rows if row.result() == "PASS")
     checked = sum(1 for row in all_rows if row.result())
     lines.append("")
-    lines.append(f"{passed} of {checked} targets met (PASS); ratio = herald / baseline; medians of this run.")
+    if runs == 1:
+        lines.append(f"{passed} of {checked} targets met (PASS); ratio = herald / baseline; medians of this run.")
+    else:
+        lines.append(f"{passed} of {checked} targets met (PASS) by the medians of {runs} full runs; ratio = herald / "
+                     "baseline per run, median (range) over the runs; herald and baseline: medians over the runs.")
     return "\n".join(lines)
 
 
@@ -357,14 +413,16 @@ def machine(build, context):
 
 # --- documentation and plot ---------------------------------------------------------------
 
-def update_docs(path, mode, run_date, machine_lines, table, plot_name):
+def update_docs(path, mode, run_date, machine_lines, table, plot_name, runs=1):
     doc = pathlib.Path(path)
     text = doc.read_text(encoding="utf-8")
     if BEGIN_MARKER not in text or END_MARKER not in text:
         sys.exit(f"bench_report.py: {path} lacks the markers {BEGIN_MARKER} ... {END_MARKER}")
     when = run_date or datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     body = [BEGIN_MARKER, "",
-            f"Generated by `bash scripts/bench.sh --update-docs` from a {mode} run started {when}.", ""]
+            (f"Generated by `bash scripts/bench.sh --update-docs` from a {mode} run started {when}." if runs == 1 else
+             f"Generated by `bash scripts/bench.sh --update-docs --runs {runs}` from {runs} {mode} runs, the first "
+             f"started {when}; the plot shows the first run."), ""]
     body += [f"- {line}" for line in machine_lines]
     body += ["", "```text", table, "```", ""]
     if plot_name:
@@ -451,17 +509,23 @@ unset multiplot
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", required=True, help="directory with the benchmark JSON files")
+    parser.add_argument("--results", required=True, action="append",
+                        help="directory with the benchmark JSON files; give it once per run to merge runs")
     parser.add_argument("--build", default="build-bench", help="build directory (for the compiler's name)")
     parser.add_argument("--mode", default="full", help="full or quick (printed in the docs)")
     parser.add_argument("--update-docs", metavar="MD", help="rewrite the generated section of this file")
     parser.add_argument("--plot", metavar="PNG", help="draw the plot into this file")
     args = parser.parse_args()
 
-    results = Results(args.results)
-    if not results.runs:
-        sys.exit(f"bench_report.py: no benchmark results in {args.results}")
-    table = render_table(build_rows(results))
+    all_results = [Results(directory) for directory in args.results]
+    for directory, one in zip(args.results, all_results):
+        if not one.runs:
+            sys.exit(f"bench_report.py: no benchmark results in {directory}")
+    results = all_results[0]  # the plot and the machine description come from the first run
+    if len(all_results) == 1:
+        table = render_table(build_rows(results))
+    else:
+        table = render_table(merge_runs([build_rows(one) for one in all_results]), runs=len(all_results))
     machine_lines = machine(args.build, results.context)
     print()
     for text in machine_lines:
@@ -475,7 +539,8 @@ def main():
         print(f"\nwrote {args.plot}")
     if args.update_docs:
         plot_name = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.update_docs))) if args.plot else None
-        update_docs(args.update_docs, args.mode, results.context.get("date"), machine_lines, table, plot_name)
+        update_docs(args.update_docs, args.mode, results.context.get("date"), machine_lines, table, plot_name,
+                    runs=len(all_results))
         print(f"updated {args.update_docs}")
 
 
