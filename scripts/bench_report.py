@@ -434,6 +434,13 @@ def update_docs(path, mode, run_date, machine_lines, table, plot_name, runs=1):
 
 
 SERIES = ("herald", "moodycamel_spin", "moodycamel_blocking", "mutex_condvar", "swap_list")
+LATENCY_SERIES = ("herald", "herald_low_latency", "moodycamel_spin", "moodycamel_blocking", "mutex_condvar")
+
+
+def series_words(keys):
+    """gnuplot titles for `keys`, one word each."""
+    return " ".join(key.replace("moodycamel_", "").replace("mutex_condvar", "mutex+condvar")
+                    .replace("swap_list", "swap-list").replace("herald_low_latency", "herald-spin") for key in keys)
 
 
 def plot(r, path):
@@ -459,7 +466,8 @@ def plot(r, path):
         for regime in ("latency_10us", "latency_idle"):
             rows = []
             for p in ("p50", "p90", "p99"):
-                rows.append(f"{p} " + " ".join(val(r.value(f"{regime}/{key}", f"{p}_ns"), 1e-3) for key in SERIES))
+                rows.append(f"{p} " + " ".join(val(r.value(f"{regime}/{key}", f"{p}_ns"), 1e-3)
+                                               for key in LATENCY_SERIES))
             table_file(f"{regime}.dat", rows)
         rows = []
         for n in (1, 10, 100, 1000):
@@ -467,12 +475,12 @@ def plot(r, path):
                                            for key in ("herald", "virtual_loop", "function_loop", "signals2")))
         table_file("inline.dat", rows)
 
-        words = " ".join(key.replace("moodycamel_", "").replace("mutex_condvar", "mutex+condvar").replace("swap_list", "swap-list")
-                         for key in SERIES)
+        words = series_words(SERIES)
+        latency_words = series_words(LATENCY_SERIES)
         script = f"""
 set terminal pngcairo size 1400,1000 font "Sans,11"
 set output "{pathlib.Path(path).resolve()}"
-set multiplot layout 2,2 title "herald vs baselines (medians of one run, {r.context.get('num_cpus', '?')} CPUs)"
+set multiplot layout 2,2 title "herald vs baselines (medians of the first run, {r.context.get('num_cpus', '?')} CPUs)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -487,10 +495,10 @@ plot for [i=2:{len(SERIES) + 1}] "{tmp / 'throughput.dat'}" using i:xtic(1) titl
 set title "Latency, one event every 10 us (us, log scale, lower is better)"
 set logscale y
 set yrange [*:*]
-plot for [i=2:{len(SERIES) + 1}] "{tmp / 'latency_10us.dat'}" using i:xtic(1) title word("{words}", i-1)
+plot for [i=2:{len(LATENCY_SERIES) + 1}] "{tmp / 'latency_10us.dat'}" using i:xtic(1) title word("{latency_words}", i-1)
 
 set title "Latency, idle bus, one event per ms (us, log scale)"
-plot for [i=2:{len(SERIES) + 1}] "{tmp / 'latency_idle.dat'}" using i:xtic(1) title word("{words}", i-1)
+plot for [i=2:{len(LATENCY_SERIES) + 1}] "{tmp / 'latency_idle.dat'}" using i:xtic(1) title word("{latency_words}", i-1)
 
 unset style
 set style data linespoints
