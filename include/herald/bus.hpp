@@ -185,9 +185,7 @@ public:
     explicit basic_bus(bus_options options = {})
         : core_(detail::bus_settings::of<Traits>(), std::move(options.source), std::move(options.on_error),
                 std::move(options.clock), options.dead_letter_capacity),
-          nonce_(options.id_seed != 0
-                     ? detail::mix64(options.id_seed)
-                     : detail::random_seed()) {
+          nonce_(options.id_seed != 0 ? detail::mix64(options.id_seed) : detail::random_seed()) {
         if (options.default_executor) {
             default_executor_ = std::move(options.default_executor);
         } else {
@@ -426,7 +424,8 @@ private:
     /// The part of `subscribe` that does not depend on the topic's types. Fills `setup`;
     /// false when the bus has stopped.
     [[gnu::noinline]] bool prepare(detail::topic_base& state, delivery mode, ordering order, std::string name,
-                 std::shared_ptr<executor> pool, tracked_objects track, detail::subscriber_setup& setup) {
+                                   std::shared_ptr<executor> pool, tracked_objects track,
+                                   detail::subscriber_setup& setup) {
         if (state.rules.prioritised && mode == delivery::async && order == ordering::concurrent) {
             throw usage_error("herald: subscribe to priority topic '" + std::string(state.where.topic) +
                               "' with ordering::concurrent; priority subscribers are serial");
@@ -448,7 +447,8 @@ private:
 
     /// Adds a new subscriber to its topic and returns its handle (disconnected when the
     /// bus stopped meanwhile).
-    [[gnu::noinline]] subscription attach(detail::topic_base& state, std::shared_ptr<detail::subscriber_base> subscriber) {
+    [[gnu::noinline]] subscription attach(detail::topic_base& state,
+                                          std::shared_ptr<detail::subscriber_base> subscriber) {
         state.add(subscriber);
         if (core_.stopped.load(std::memory_order_seq_cst)) {
             subscriber->unsubscribe();

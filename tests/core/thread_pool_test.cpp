@@ -105,8 +105,8 @@ TEST_CASE("a bus whose subscribers are all inline runs no thread until an async 
     std::atomic<int> async_calls{0};
     {
         herald::bus bus{{.workers = 2}};
-        auto in = bus.subscribe<test::ticks>([&](const test::tick&) { ++inline_calls; },
-                                             {.mode = herald::inline_delivery});
+        auto in =
+            bus.subscribe<test::ticks>([&](const test::tick&) { ++inline_calls; }, {.mode = herald::inline_delivery});
         for (int i = 0; i < 10; ++i) {
             bus.publish<test::ticks>({0, i});
         }

@@ -89,8 +89,7 @@ class boxed_envelope {
 public:
     boxed_envelope() = default;
     boxed_envelope(const envelope_ops& ops, envelope_base* env) noexcept : ops_(&ops), env_(env) {}
-    boxed_envelope(boxed_envelope&& other) noexcept
-        : ops_(other.ops_), env_(std::exchange(other.env_, nullptr)) {}
+    boxed_envelope(boxed_envelope&& other) noexcept : ops_(other.ops_), env_(std::exchange(other.env_, nullptr)) {}
     boxed_envelope& operator=(boxed_envelope&& other) noexcept {
         if (this != &other) {
             reset();

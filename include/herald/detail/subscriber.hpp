@@ -207,8 +207,8 @@ public:
     /// is a failed delivery (counted, reported); so is a copy whose constructor throws.
     /// An executor that refuses the work fails the waiting deliveries instead of
     /// stranding them (see `refused`).
-    offered offer(envelope_base& env, bool move, std::size_t level, clock_source::time_point now,
-                  topic_core* count_in, std::uint8_t slot) noexcept {
+    offered offer(envelope_base& env, bool move, std::size_t level, clock_source::time_point now, topic_core* count_in,
+                  std::uint8_t slot) noexcept {
         offered what = offered::declined;
         with_entry([&](caller /*who*/, std::uint32_t /*shard*/) __attribute__((always_inline)) {
             if (!passes(env)) {
@@ -360,7 +360,7 @@ private:
 
     /// The call itself, its counting and its failure report.
     [[gnu::always_inline]] outcome_kind run_call(envelope_base& env, bool owned, caller who, call_failure& why,
-                          std::uint32_t shard) noexcept {
+                                                 std::uint32_t shard) noexcept {
         bool acked = false;
         {
             const frame_scope frame(this, bus_, false);
@@ -552,8 +552,7 @@ private:
     /// The time a priority mailbox compares waiting times with (not read without aging
     /// or expiry).
     [[nodiscard]] clock_source::time_point lane_time() const noexcept {
-        return policy_.lanes.aging_ns > 0 || policy_.lanes.ttl_ns > 0 ? bus_->clock->now()
-                                                                       : clock_source::time_point{};
+        return policy_.lanes.aging_ns > 0 || policy_.lanes.ttl_ns > 0 ? bus_->clock->now() : clock_source::time_point{};
     }
 
     /// Handles one item taken by the strand and counts it.
@@ -838,8 +837,8 @@ private:
             return true;
         }
         const std::uint32_t attempt = env.attempt();
-        const bool rejected = (why.told && why.told->what() == outcome::kind::reject) ||
-                              (why.error && !policy_.should_retry(why.error));
+        const bool rejected =
+            (why.told && why.told->what() == outcome::kind::reject) || (why.error && !policy_.should_retry(why.error));
         dead_letter_reason reason = rejected ? dead_letter_reason::rejected : dead_letter_reason::attempts_exhausted;
         boxed_envelope kept;
         if (!rejected && attempt < policy_.attempts) {
@@ -943,9 +942,8 @@ private:
         if (mode == delivery::async) {
             const std::size_t level = env.priority();
             bool copied = false;
-            const bool open = with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
-                copied = put(env, true, level, bus_->clock->now());
-            });
+            const bool open = with_entry(
+                [&](caller /*who*/, std::uint32_t /*shard*/) { copied = put(env, true, level, bus_->clock->now()); });
             if (!open) {
                 count_discarded(); // unsubscribed while the retry waited
                 topic_->end_flight(slot);

@@ -146,8 +146,8 @@ public:
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it).
-        const auto time = subs.needs_time || rules.has_dead_letters ? bus->settings.wall_clock()
-                                                                     : envelope_base::time_point{};
+        const auto time =
+            subs.needs_time || rules.has_dead_letters ? bus->settings.wall_clock() : envelope_base::time_point{};
         envelope_access::stamp(env, id, sequence, time, options.correlation);
         envelope_access::set_epoch(env, slot);
         envelope_access::set_priority(env, level);
@@ -275,13 +275,9 @@ public:
     void take(const envelope_base& env, const std::string& subscriber_name, std::uint32_t attempts,
               dead_letter_reason reason, const call_failure& why, std::size_t capacity, Publish&& publish) noexcept {
         try {
-            herald::dead_letter<Event> letter{static_cast<const envelope<Event>&>(env),
-                                              subscriber_name,
-                                              attempts,
-                                              reason,
-                                              why.message(),
-                                              why.error,
-                                              std::chrono::system_clock::now()};
+            herald::dead_letter<Event> letter{
+                static_cast<const envelope<Event>&>(env), subscriber_name, attempts, reason, why.message(), why.error,
+                std::chrono::system_clock::now()};
             const publish_result published = publish(std::as_const(letter));
             if (published.queued + published.handled_inline + published.failed_inline == 0) {
                 keep(std::move(letter), capacity);
