@@ -33,8 +33,12 @@ public:
     /// thread may throw std::bad_alloc (the thread's slot).
     class reader {
     public:
-        explicit reader(const snapshot_cell& cell) {
-            thread_slot& me = this_thread_slot();
+        /// Reads `cell` announced in this thread's slot (claimed first if need be, which
+        /// may throw `std::bad_alloc`).
+        explicit reader(const snapshot_cell& cell) : reader(cell, this_thread_slot()) {}
+
+        /// Reads `cell` announced in `me`, the calling thread's slot. Never throws.
+        reader(const snapshot_cell& cell, thread_slot& me) noexcept {
             if (me.reads == thread_slot::depth) {
                 pinned_ = cell.copy();
                 value_ = pinned_.get();

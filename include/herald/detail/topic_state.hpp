@@ -44,27 +44,27 @@ public:
         std::vector<std::shared_ptr<subscriber_base>> items;
         /// How many subscribers are async.
         std::uint32_t async_count = 0;
-        /// Some subscriber is inline.
-        bool any_inline = false;
         /// Some async subscriber has a filter.
         bool async_filtered = false;
         /// Some handler or filter reads the envelope: the publish must read the clock.
         bool needs_time = false;
-        /// The topic retries failed deliveries.
-        bool retrying = false;
+        /// Some subscriber is inline on a retrying topic: its failure schedules a retry
+        /// that outlives the publish.
+        bool inline_retries = false;
 
         /// The publish must be counted for drain(): some delivery may outlive it.
-        [[nodiscard]] bool needs_flight() const noexcept { return async_count != 0 || (retrying && any_inline); }
+        [[nodiscard]] bool needs_flight() const noexcept { return async_count != 0 || inline_retries; }
         /// The number of deliveries to count is known only after the filters ran (or an
         /// inline failure may add a retry): hold one count while they run, add one each.
-        [[nodiscard]] bool counted_individually() const noexcept { return async_filtered || (retrying && any_inline); }
+        [[nodiscard]] bool counted_individually() const noexcept { return async_filtered || inline_retries; }
 
-        void add(std::shared_ptr<subscriber_base> s) {
+        /// Adds `s` to a topic whose policy retries (`retrying`) or not.
+        void add(std::shared_ptr<subscriber_base> s, bool retrying) {
             if (s->mode == delivery::async) {
                 ++async_count;
                 async_filtered = async_filtered || s->has_filter();
             } else {
-                any_inline = true;
+                inline_retries = inline_retries || retrying;
             }
             needs_time = needs_time || s->needs_envelope;
             items.push_back(std::move(s));
@@ -72,7 +72,7 @@ public:
     };
 
     topic_base(std::string_view topic_name, bus_core& owner, std::uint64_t id_prefix, const policy_info& policy_rules)
-        : topic_core(topic_name, owner, id_prefix), rules(policy_rules), subscribers_(make_empty(policy_rules)) {}
+        : topic_core(topic_name, owner, id_prefix), rules(policy_rules), subscribers_(std::make_shared<const list>()) {}
 
     /// The current subscribers; the snapshot stays valid (and unchanged) while held.
     [[nodiscard]] std::shared_ptr<const list> snapshot() const { return subscribers_.copy(); }
@@ -99,16 +99,15 @@ public:
     /// The publish path once the bus has its copy `env` of the event (see
     /// `basic_bus::publish`); never throws. `inherited_slot` >= 0 publishes on behalf of
     /// a delivery that holds that drain slot (a dead letter): it is accepted even while
-    /// the bus shuts down, and counted in the same slot. Does not throw once the
-    /// caller has warmed up this thread's slot (`warm_up`).
-    publish_result dispatch(envelope_base& env, std::uint8_t level, const publish_options& options,
-                            int inherited_slot) {
+    /// the bus shuts down, and counted in the same slot. `me` is the calling thread's
+    /// slot, claimed before the bus's copy was made (claiming may throw).
+    publish_result dispatch(envelope_base& env, std::uint8_t level, const publish_options& options, int inherited_slot,
+                            thread_slot& me) {
         const depth_scope nesting;
         publish_result result;
         // Read without touching a reference count: the snapshot is announced in this
-        // thread's slot until the publish returns. (The thread's first read may throw
-        // std::bad_alloc; the caller made that read already, see `warm_up`.)
-        const snapshot_cell<list>::reader subscribers(subscribers_);
+        // thread's slot until the publish returns.
+        const snapshot_cell<list>::reader subscribers(subscribers_, me);
         const list& subs = *subscribers;
 
         const bool individually = subs.counted_individually();
@@ -184,14 +183,10 @@ public:
         return result;
     }
 
-    /// Makes this thread's first snapshot read (which may allocate its slot) before the
-    /// publish has done anything.
-    static void warm_up() { (void)this_thread_slot(); }
-
     void add(std::shared_ptr<subscriber_base> joining) {
         std::lock_guard lock(mutex_);
         auto next = std::make_shared<list>(*subscribers_.copy());
-        next->add(std::move(joining));
+        next->add(std::move(joining), rules.retrying);
         subscribers_.store(std::move(next));
     }
 
@@ -203,11 +198,10 @@ public:
             return;
         }
         auto next = std::make_shared<list>();
-        next->retrying = current->retrying;
         next->items.reserve(items.size() - 1);
         for (const auto& s : items) {
             if (s.get() != &gone) {
-                next->add(s);
+                next->add(s, rules.retrying);
             }
         }
         subscribers_.store(std::move(next));
@@ -236,12 +230,6 @@ public:
     const policy_info& rules;
 
 private:
-    static std::shared_ptr<const list> make_empty(const policy_info& policy_rules) {
-        auto empty = std::make_shared<list>();
-        empty->retrying = policy_rules.retrying;
-        return empty;
-    }
-
     /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
     [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
         throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
@@ -348,12 +336,14 @@ public:
     template <class V>
     publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1) {
         const std::uint8_t level = admit(options, inherited_slot);
-        warm_up();
+        // Claimed before anything happens: a thread's first publish allocates its slot,
+        // which may throw std::bad_alloc.
+        thread_slot& me = this_thread_slot();
         // The envelope's copy (or move) of the value is made before anything is counted:
         // if it throws, the exception leaves publish and nobody saw the event, no
         // sequence number was used, nothing waits for it.
         auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
-        return dispatch(env, level, options, inherited_slot);
+        return dispatch(env, level, options, inherited_slot, me);
     }
 
     /// Connects the dead-letter topic (the bus does it when it registers this topic).
