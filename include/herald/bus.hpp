@@ -298,8 +298,9 @@ public:
         }
         setup.ops = &detail::ops_of<event_type>();
         if (setup.mode == delivery::async) {
-            setup.box = detail::make_mailbox<event_type>(setup.order == ordering::serial, state.rules.lanes,
-                                                         Traits::initial_queue_capacity);
+            constexpr bool timed = prioritising_policy<typename T::policy_type>;
+            setup.box = detail::make_mailbox<event_type, timed>(setup.order == ordering::serial, state.rules.lanes,
+                                                                Traits::initial_queue_capacity);
         }
         return attach(state, std::make_shared<detail::subscriber_impl<event_type, handler_type>>(
                                  std::forward<H>(handler), std::move(options.filter), std::move(setup)));

@@ -121,13 +121,38 @@ private:
     envelope_base* env_ = nullptr;
 };
 
-/// One queued envelope, stored in place when it fits `Bytes` and moves without throwing,
-/// otherwise (`Bytes` == 0) behind a pointer. Moving a slot relocates its envelope
-/// (never throws), which is what moodycamel does when it hands items over.
-template <std::size_t Bytes>
-struct slot {
-    static constexpr bool boxed = Bytes == 0;
+/// How an envelope waits in a mailbox. Every envelope of a mailbox has the same type,
+/// so the mailbox keeps the `envelope_ops`; a slot keeps them too only when it must
+/// call them to move or destroy itself.
+enum class slot_kind : std::uint8_t {
+    plain,     ///< trivially copyable, in place: the slot is the envelope's bytes
+    relocated, ///< in place, moved without throwing through the table
+    boxed,     ///< behind a pointer (too large, over-aligned, or its move may throw)
+};
 
+/// One queued envelope of a mailbox for envelopes of `Bytes` bytes aligned to `Align`
+/// (`plain` and `relocated`; `boxed` ignores both). Moving a slot relocates its
+/// envelope and never throws, which is what moodycamel does when it hands items over.
+/// `Timed` slots also keep when they were queued (priority lanes read it for aging and
+/// expiry; nothing else does, so other slots do not pay for it).
+template <slot_kind Kind, std::size_t Bytes, std::size_t Align, bool Timed>
+struct slot;
+
+/// A trivially copyable envelope: nothing to destroy, moved by copying its bytes.
+template <std::size_t Bytes, std::size_t Align>
+struct slot<slot_kind::plain, Bytes, Align, false> {
+    /// Fills the slot with a copy of `env` (cannot throw: the copy is trivial).
+    void fill(const envelope_ops& with, envelope_base& env, bool /*move*/) { with.copy_to(bytes, env); }
+    [[nodiscard]] envelope_base& envelope(const envelope_ops& with) noexcept { return *with.at(bytes); }
+    static constexpr bool needs_destroy = false;
+    static constexpr bool is_timed = false;
+
+    alignas(Align) unsigned char bytes[Bytes];
+};
+
+/// An envelope kept in place that knows how to move and destroy itself.
+template <std::size_t Bytes, std::size_t Align>
+struct slot<slot_kind::relocated, Bytes, Align, false> {
     slot() noexcept = default;
     slot(slot&& other) noexcept { take(other); }
     slot& operator=(slot&& other) noexcept {
@@ -143,89 +168,107 @@ struct slot {
 
     /// Fills an empty slot with a copy (or a move) of `env`; may throw, and then stays empty.
     void fill(const envelope_ops& with, envelope_base& env, bool move) {
-        if constexpr (boxed) {
-            ptr = move ? with.move_new(env) : with.clone(env);
+        if (move) {
+            with.move_to(bytes, env);
         } else {
-            if (move) {
-                with.move_to(bytes, env);
-            } else {
-                with.copy_to(bytes, env);
-            }
+            with.copy_to(bytes, env);
         }
         ops = &with;
     }
-
-    [[nodiscard]] envelope_base& envelope() noexcept {
-        if constexpr (boxed) {
-            return *ptr;
-        } else {
-            return *ops->at(bytes);
-        }
-    }
-
-    void clear() noexcept {
-        if (ops == nullptr) {
-            return;
-        }
-        if constexpr (boxed) {
-            ops->free(ptr);
-        } else {
-            ops->destroy(bytes);
-        }
-        ops = nullptr;
-    }
+    [[nodiscard]] envelope_base& envelope(const envelope_ops& with) noexcept { return *with.at(bytes); }
+    static constexpr bool needs_destroy = true;
+    static constexpr bool is_timed = false;
 
     const envelope_ops* ops = nullptr; // null: empty
-    clock_source::time_point enqueued{};
     union {
-        // Initialised so that an empty slot never holds an indeterminate pointer (and
-        // g++'s -Wmaybe-uninitialized sees that).
-        envelope_base* ptr = nullptr;
-        alignas(std::max_align_t) unsigned char bytes[Bytes == 0 ? 1 : Bytes];
+        // Initialised so that an empty slot holds no indeterminate bytes (g++'s
+        // -Wmaybe-uninitialized sees that).
+        unsigned char first = 0;
+        alignas(Align) unsigned char bytes[Bytes];
     };
 
 private:
+    void clear() noexcept {
+        if (ops != nullptr) {
+            std::exchange(ops, nullptr)->destroy(bytes);
+        }
+    }
     void take(slot& other) noexcept {
         ops = std::exchange(other.ops, nullptr);
-        enqueued = other.enqueued;
-        if (ops == nullptr) {
-            return;
-        }
-        if constexpr (boxed) {
-            ptr = other.ptr;
-        } else if (ops->trivial) {
-            std::memcpy(bytes, other.bytes, ops->size);
-        } else {
+        if (ops != nullptr) {
             ops->relocate(bytes, other.bytes);
         }
     }
 };
 
-/// The size classes of in-place storage: an envelope goes in the smallest that fits.
-/// Larger envelopes (and those whose move may throw) wait behind a pointer, which costs
-/// one allocation per queued copy.
-inline constexpr std::size_t size_classes[] = {64, 96, 128, 192, 256, 384, 512};
-
-template <class Event>
-constexpr std::size_t size_class_of() {
-    using env = envelope<Event>;
-    if constexpr (!std::is_nothrow_move_constructible_v<env> || alignof(env) > alignof(std::max_align_t)) {
-        return 0;
-    } else {
-        for (const std::size_t bytes : size_classes) {
-            if (sizeof(env) <= bytes) {
-                return bytes;
-            }
+/// An envelope on the heap: the slot moves the pointer.
+template <std::size_t Bytes, std::size_t Align>
+struct slot<slot_kind::boxed, Bytes, Align, false> {
+    slot() noexcept = default;
+    slot(slot&& other) noexcept : ops(std::exchange(other.ops, nullptr)), ptr(std::exchange(other.ptr, nullptr)) {}
+    slot& operator=(slot&& other) noexcept {
+        if (this != &other) {
+            clear();
+            ops = std::exchange(other.ops, nullptr);
+            ptr = std::exchange(other.ptr, nullptr);
         }
-        return 0;
+        return *this;
     }
-}
+    slot(const slot&) = delete;
+    slot& operator=(const slot&) = delete;
+    ~slot() { clear(); }
 
-/// The largest slot, so a caller can hold any mailbox's item on its stack.
-inline constexpr std::size_t max_slot_size = sizeof(slot<512>);
+    /// Fills an empty slot with a heap copy (or move) of `env`; may throw, and then stays empty.
+    void fill(const envelope_ops& with, envelope_base& env, bool move) {
+        ptr = move ? with.move_new(env) : with.clone(env);
+        ops = &with;
+    }
+    [[nodiscard]] envelope_base& envelope(const envelope_ops& /*with*/) const noexcept { return *ptr; }
+    static constexpr bool needs_destroy = true;
+    static constexpr bool is_timed = false;
+
+    const envelope_ops* ops = nullptr; // null: empty
+    envelope_base* ptr = nullptr;
+
+private:
+    void clear() noexcept {
+        if (ops != nullptr) {
+            std::exchange(ops, nullptr)->free(std::exchange(ptr, nullptr));
+        }
+    }
+};
+
+/// A slot of a priority lane: the envelope, and when it was queued.
+template <slot_kind Kind, std::size_t Bytes, std::size_t Align>
+struct slot<Kind, Bytes, Align, true> : slot<Kind, Bytes, Align, false> {
+    static constexpr bool is_timed = true;
+    clock_source::time_point enqueued{};
+};
+
+/// Envelopes up to this size wait in place (larger ones behind a pointer, which costs
+/// one allocation per queued copy).
+inline constexpr std::size_t max_in_place = 512;
+
+/// How `Event`'s envelopes wait in a mailbox. In-place slots are exactly the envelope's
+/// size, so a queued event costs its size plus the 56 bytes of metadata (and
+/// moodycamel's few bytes of bookkeeping); one queue type is compiled per distinct
+/// envelope size and kind, shared by every event type of that size.
+template <class Event, bool Timed>
+struct slot_of {
+    using env = envelope<Event>;
+    static constexpr bool in_place = std::is_nothrow_move_constructible_v<env> &&
+                                     alignof(env) <= alignof(std::max_align_t) && sizeof(env) <= max_in_place;
+    static constexpr slot_kind kind = !in_place                           ? slot_kind::boxed
+                                      : std::is_trivially_copyable_v<env> ? slot_kind::plain
+                                                                          : slot_kind::relocated;
+    using type = slot<kind, in_place ? sizeof(env) : 0, in_place ? alignof(env) : 0, Timed>;
+};
+
+/// Room for any slot, so a caller can hold any mailbox's item on its stack.
+inline constexpr std::size_t max_slot_size = max_in_place + 2 * sizeof(void*) + alignof(std::max_align_t);
 
 /// One item taken out of a mailbox, owned by whoever took it (a slot moved into
-/// storage large enough for any size class).
+/// storage large enough for any kind).
 class taken_item {
 public:
     taken_item() noexcept = default;
@@ -235,23 +278,30 @@ public:
 
     [[nodiscard]] explicit operator bool() const noexcept { return env_ != nullptr; }
     [[nodiscard]] envelope_base& envelope() const noexcept { return *env_; }
+    /// When it was queued (priority lanes only; otherwise the epoch).
     [[nodiscard]] clock_source::time_point enqueued() const noexcept { return enqueued_; }
 
     void reset() noexcept {
         if (env_ != nullptr) {
-            destroy_(storage_);
+            if (destroy_ != nullptr) {
+                destroy_(storage_);
+            }
             env_ = nullptr;
         }
     }
 
-    /// Moves `from` in (this must be empty).
-    template <std::size_t Bytes>
-    void hold(slot<Bytes>&& from) noexcept {
-        static_assert(sizeof(slot<Bytes>) <= max_slot_size);
-        auto* s = ::new (static_cast<void*>(storage_)) slot<Bytes>(std::move(from));
-        env_ = &s->envelope();
-        enqueued_ = s->enqueued;
-        destroy_ = [](void* p) noexcept { std::launder(static_cast<slot<Bytes>*>(p))->~slot(); };
+    /// Moves `from` in (this must be empty); `with` are its mailbox's envelope operations.
+    template <class Slot>
+    void hold(Slot&& from, const envelope_ops& with, clock_source::time_point enqueued) noexcept {
+        static_assert(sizeof(Slot) <= max_slot_size && alignof(Slot) <= alignof(std::max_align_t));
+        auto* s = ::new (static_cast<void*>(storage_)) Slot(std::move(from));
+        env_ = &s->envelope(with);
+        enqueued_ = enqueued;
+        if constexpr (Slot::needs_destroy) {
+            destroy_ = [](void* p) noexcept { std::launder(static_cast<Slot*>(p))->~Slot(); };
+        } else {
+            destroy_ = nullptr;
+        }
     }
 
 private:
@@ -282,10 +332,10 @@ public:
     mailbox_base(const mailbox_base&) = delete;
     mailbox_base& operator=(const mailbox_base&) = delete;
 
-    /// Queues a copy (or a move) of `env` on lane `level`; throws when the copy or the
-    /// queue's memory fails, and then nothing was queued.
-    virtual void put(const envelope_ops& ops, envelope_base& env, bool move, std::size_t level,
-                     clock_source::time_point now) = 0;
+    /// Queues a copy (or a move) of `env`, an envelope of the mailbox's event type, on
+    /// lane `level`; throws when the copy or the queue's memory fails, and then nothing
+    /// was queued. `now` is kept on priority lanes only.
+    virtual void put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) = 0;
     /// Strand only: takes up to `want` (<= `chunk`) items of the only lane into the
     /// mailbox's own buffer; `at(i)` reads them until `release_chunk`.
     virtual std::size_t take_chunk(std::size_t want) noexcept = 0;
@@ -299,18 +349,21 @@ public:
     [[nodiscard]] virtual bool looks_empty() const noexcept = 0;
     /// Something waits in the only lane (a cheap poll).
     [[nodiscard]] virtual bool has_more() const noexcept = 0;
+    /// How many items wait, all lanes together (exact when no put or take is running).
+    [[nodiscard]] virtual std::size_t size_approx() const noexcept = 0;
     /// A new, empty mailbox of the same kind.
     [[nodiscard]] virtual std::unique_ptr<mailbox_base> fresh() const = 0;
 };
 
-/// The mailbox for envelopes stored in `Bytes` (0: behind a pointer).
-template <std::size_t Bytes>
+/// The mailbox for envelopes of one type (`ops`), held in `Slot`s (see `slot_of`).
+template <class Slot>
 class mailbox final : public mailbox_base {
-    using item = slot<Bytes>;
+    using item = Slot;
+    static constexpr bool timed = Slot::is_timed;
 
 public:
-    mailbox(bool strand, const lane_rules& rules, std::size_t capacity)
-        : strand_(strand), rules_(rules), capacity_(capacity), lanes_(new lane[rules.levels]) {
+    mailbox(const envelope_ops& ops, bool strand, const lane_rules& rules, std::size_t capacity)
+        : ops_(ops), strand_(strand), rules_(rules), capacity_(capacity), lanes_(new lane[rules.levels]) {
         for (std::size_t i = 0; i < rules_.levels; ++i) {
             lanes_[i].queue.emplace(capacity);
             if (strand) {
@@ -323,11 +376,14 @@ public:
 
     ~mailbox() override { release_chunk(taken_); }
 
-    void put(const envelope_ops& ops, envelope_base& env, bool move, std::size_t level,
-             clock_source::time_point now) override {
+    void put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) override {
         item fresh;
-        fresh.fill(ops, env, move);
-        fresh.enqueued = now;
+        fresh.fill(ops_, env, move);
+        if constexpr (timed) {
+            fresh.enqueued = now;
+        } else {
+            (void)now;
+        }
         if (!lanes_[level].queue->enqueue(std::move(fresh))) {
             throw std::bad_alloc();
         }
@@ -339,11 +395,15 @@ public:
         return taken_;
     }
 
-    envelope_base& at(std::size_t i) noexcept override { return chunk_item(i).envelope(); }
+    envelope_base& at(std::size_t i) noexcept override { return chunk_item(i).envelope(ops_); }
 
     void release_chunk(std::size_t count) noexcept override {
-        for (std::size_t i = 0; i < count; ++i) {
-            chunk_item(i).~item();
+        if constexpr (item::needs_destroy) {
+            for (std::size_t i = 0; i < count; ++i) {
+                chunk_item(i).~item();
+            }
+        } else {
+            (void)count;
         }
         taken_ = 0;
     }
@@ -354,7 +414,7 @@ public:
             if (!lanes_[0].queue->try_dequeue(*lanes_[0].consumer, got)) {
                 return false;
             }
-            out.hold(std::move(got));
+            out.hold(std::move(got), ops_, enqueued_of(got));
             return true;
         }
         return take_priority(out, now);
@@ -365,7 +425,7 @@ public:
         if (!lanes_[0].queue->try_dequeue(got)) {
             return false;
         }
-        out.hold(std::move(got));
+        out.hold(std::move(got), ops_, enqueued_of(got));
         return true;
     }
 
@@ -380,8 +440,16 @@ public:
 
     [[nodiscard]] bool has_more() const noexcept override { return lanes_[0].queue->size_approx() != 0; }
 
+    [[nodiscard]] std::size_t size_approx() const noexcept override {
+        std::size_t total = 0;
+        for (std::size_t i = 0; i < rules_.levels; ++i) {
+            total += lanes_[i].queue->size_approx() + (lanes_[i].head ? 1 : 0);
+        }
+        return total;
+    }
+
     [[nodiscard]] std::unique_ptr<mailbox_base> fresh() const override {
-        return std::make_unique<mailbox>(strand_, rules_, capacity_);
+        return std::make_unique<mailbox>(ops_, strand_, rules_, capacity_);
     }
 
 private:
@@ -425,11 +493,12 @@ private:
                 if (!lanes_[i].fill_head()) {
                     continue;
                 }
-                const auto waited = (now - lanes_[i].head->enqueued).count();
+                const clock_source::time_point since = enqueued_of(*lanes_[i].head);
+                const auto waited = (now - since).count();
                 const bool due = (rules_.ttl_ns > 0 && waited >= rules_.ttl_ns) ||
                                  (rules_.aging_ns > 0 && i + 1 < levels && waited >= rules_.aging_ns);
-                if (due && lanes_[i].head->enqueued < oldest) {
-                    oldest = lanes_[i].head->enqueued;
+                if (due && since < oldest) {
+                    oldest = since;
                     chosen = i;
                 }
             }
@@ -445,7 +514,8 @@ private:
         if (chosen == levels) {
             return false;
         }
-        out.hold(std::move(*lanes_[chosen].head));
+        const clock_source::time_point since = enqueued_of(*lanes_[chosen].head);
+        out.hold(std::move(*lanes_[chosen].head), ops_, since);
         lanes_[chosen].head.reset();
         return true;
     }
@@ -474,6 +544,16 @@ private:
         return *std::launder(reinterpret_cast<item*>(chunk_ + i * sizeof(item)));
     }
 
+    static clock_source::time_point enqueued_of(const item& it) noexcept {
+        if constexpr (timed) {
+            return it.enqueued;
+        } else {
+            (void)it;
+            return {};
+        }
+    }
+
+    const envelope_ops& ops_;
     const bool strand_;
     const lane_rules rules_;
     const std::size_t capacity_;
@@ -482,10 +562,10 @@ private:
     alignas(item) unsigned char chunk_[chunk * sizeof(item)];
 };
 
-/// A mailbox for `Event`'s envelopes.
-template <class Event>
+/// A mailbox for `Event`'s envelopes; `Timed` (priority topics) keeps each item's queue time.
+template <class Event, bool Timed>
 std::unique_ptr<mailbox_base> make_mailbox(bool strand, const lane_rules& rules, std::size_t capacity) {
-    return std::make_unique<mailbox<size_class_of<Event>()>>(strand, rules, capacity);
+    return std::make_unique<mailbox<typename slot_of<Event, Timed>::type>>(ops_of<Event>(), strand, rules, capacity);
 }
 
 } // namespace herald::detail
