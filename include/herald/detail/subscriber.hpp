@@ -206,7 +206,9 @@ public:
     /// `slot` once it is taken (and released again if the copy fails). A throwing filter
     /// is a failed delivery (counted, reported); so is a copy whose constructor throws.
     /// An executor that refuses the work fails the waiting deliveries instead of
-    /// stranding them (see `refused`).
+    /// stranding them (see `refused`). A serial subscriber that queued the copy is not
+    /// scheduled here: the caller runs one full fence after all the puts of its publish,
+    /// then calls `wake_if_idle` on each (one fence per publish, not per subscriber).
     offered offer(envelope_base& env, bool move, std::size_t level, clock_source::time_point now, topic_core* count_in,
                   std::uint8_t slot) noexcept {
         offered what = offered::declined;
@@ -222,10 +224,22 @@ public:
                 count_in->end_flight(slot);
             }
         });
-        if (what == offered::queued) {
-            after_put();
+        if (what == offered::queued && order_ == ordering::concurrent) {
+            reschedule();
         }
         return what;
+    }
+
+    /// True when a queued copy must be followed by a fence and `wake_if_idle` (serial).
+    [[nodiscard]] bool wakes_after_fence() const noexcept { return order_ == ordering::serial; }
+
+    /// After a put and a full fence since (see `after_put`): schedules a serial
+    /// subscriber whose strand is idle. While the strand is scheduled or running this
+    /// only reads `scheduled_`, a line the strand writes once per idle transition.
+    void wake_if_idle() noexcept {
+        if (scheduled_.load(std::memory_order_relaxed) == 0 && scheduled_.exchange(1, std::memory_order_acq_rel) == 0) {
+            reschedule();
+        }
     }
 
     /// Inline delivery on the publisher's thread; the envelope is shared with other
@@ -271,7 +285,7 @@ public:
         // before every call.
         const bool open = enter();
         batch_tally tally;
-        peak_ = std::max(peak_, pending_.load(std::memory_order_relaxed));
+        peak_ = std::max(peak_, static_cast<std::int64_t>(box_->size_approx()));
         {
             // The strand holds one gate count for the whole batch.
             const frame_scope holder(this, bus_, open);
@@ -287,7 +301,9 @@ public:
         }
         topic_->end_flights(0, tally.ended[0]);
         topic_->end_flights(1, tally.ended[1]);
-        if (pending_.fetch_sub(tally.done, std::memory_order_acq_rel) - tally.done > 0) {
+        // A full batch leaves the rest for the next turn (other subscribers on the pool
+        // get theirs in between); a batch that ran dry hands the strand back.
+        if (tally.done >= batch_limit() || keeps_strand()) {
             reschedule();
         }
     }
@@ -520,7 +536,7 @@ private:
     bool put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) noexcept {
         mailbox_base& box = *live_.load(std::memory_order_acquire);
         try {
-            box.put(ops_, env, move, level, now);
+            box.put(env, move, level, now);
         } catch (...) {
             // The envelope's metadata is intact even when moving its event threw.
             fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
@@ -529,15 +545,38 @@ private:
         return true;
     }
 
-    /// After a put: schedules the subscriber if nobody else will.
+    /// After a put: schedules the subscriber if nobody else will. A serial subscriber
+    /// is scheduled by the put that finds its strand idle; while the strand is
+    /// scheduled or running, a put only reads `scheduled_`, so publisher and worker do
+    /// not trade a cache line per event. The fence orders the put before that read; the
+    /// strand's `keeps_strand` orders its release before its last look at the queue,
+    /// so one of the two always sees the other (no event is left without a strand).
     void after_put() noexcept {
-        if (order_ == ordering::concurrent || pending_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+        if (order_ == ordering::concurrent) {
             reschedule();
+            return;
         }
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        wake_if_idle();
     }
 
-    /// How often a strand that ran dry looks again before it lets its worker go.
-    static constexpr int dry_polls = 32;
+    /// Something waits in the mailbox or the retired one, as far as the strand can tell.
+    [[nodiscard]] bool has_work() const noexcept {
+        return !box_->looks_empty() || (retired_ && !retired_->looks_empty());
+    }
+
+    /// Called by the strand's owner when it found nothing more to do: lets the strand go,
+    /// then looks once more; returns true when it took the strand back (a put came in
+    /// between and saw it still scheduled), so the caller must schedule it.
+    [[nodiscard]] bool keeps_strand() noexcept {
+        scheduled_.store(0, std::memory_order_relaxed);
+        // Pairs with the publisher's fence after its put (see `after_put`).
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        return has_work() && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
+    }
+
+    /// How long a strand that ran dry waits before its last look (see `more_soon`).
+    static constexpr std::chrono::nanoseconds dry_nap{2000};
 
     /// What a strand's batch took and finished, per drain slot.
     struct batch_tally {
@@ -675,18 +714,22 @@ private:
         (void)release_retired(open, tally);
     }
 
-    /// Called when a streaming strand's queue ran dry: looks again for a few
-    /// microseconds, so a publisher slightly slower than the handler does not pay for
-    /// rescheduling the strand through the executor on every event. The worker is held
-    /// that long at most (other subscribers on the pool wait as long).
+    /// Called when a streaming strand's queue ran dry: waits `dry_nap` without touching
+    /// the queue, then looks once more. A worker that looked again at once (or polled)
+    /// would take one or two events per look, and each look pulls the cache lines the
+    /// publisher is writing; one look after a short nap takes what arrived meanwhile in
+    /// one chunk, so publisher and worker each keep their lines while the stream runs,
+    /// and a publisher slightly slower than the handler does not pay for rescheduling the
+    /// strand through the executor on every event. The worker is held that long at most
+    /// (other subscribers on the pool wait as long).
     bool more_soon() noexcept {
-        for (int i = 0; i < dry_polls; ++i) {
-            cpu_pause();
-            if (box_->has_more()) {
-                return true;
+        const auto until = std::chrono::steady_clock::now() + dry_nap;
+        do {
+            for (int i = 0; i < 8; ++i) {
+                cpu_pause();
             }
-        }
-        return false;
+        } while (std::chrono::steady_clock::now() < until);
+        return box_->has_more();
     }
 
     /// Concurrent mode: one event per run, the gate passed per event.
@@ -770,10 +813,11 @@ private:
         for (;;) {
             std::int64_t ended[2] = {0, 0};
             std::int64_t done = 0;
-            // Only what was counted before the refusal: an item queued while the ones
-            // before it fail (a retry whose timer fired, a publish from another thread)
-            // was never refused, and gets its own post below.
-            const std::int64_t waiting = pending_.load(std::memory_order_acquire);
+            // Only what waited before the refusal: an item queued while the ones before
+            // it fail (a retry whose timer fired, a publish from another thread) was
+            // never refused, and gets its own post below.
+            const auto waiting =
+                static_cast<std::int64_t>(box_->size_approx() + (retired_ ? retired_->size_approx() : 0));
             taken_item item;
             while (done < waiting && take_any(item)) {
                 ++done;
@@ -785,7 +829,7 @@ private:
             }
             topic_->end_flights(0, ended[0]);
             topic_->end_flights(1, ended[1]);
-            if (pending_.fetch_sub(done, std::memory_order_acq_rel) - done <= 0) {
+            if (!keeps_strand()) {
                 return;
             }
             try {
@@ -1030,8 +1074,9 @@ private:
     const envelope_ops& ops_;
     const policy_info& policy_;
     const bool has_filter_;
-    /// Items queued but not yet taken by a worker (serial: decides who schedules).
-    alignas(64) std::atomic<std::int64_t> pending_{0};
+    /// Serial only: 1 while the strand is posted or running (whoever sets it schedules
+    /// it), 0 while it is idle. Alone on its line: publishers read it on every put.
+    alignas(64) std::atomic<std::uint32_t> scheduled_{0};
     alignas(64) std::atomic<std::uint32_t> gate_{0};
     /// Threads waiting in `unsubscribe()` for this subscriber's calls.
     std::atomic<std::uint32_t> waiters_{0};

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -163,6 +164,8 @@ public:
         const auto& items = subs.items;
         const std::size_t count = items.size();
         topic_core* const count_in = individually ? this : nullptr;
+        // Serial subscribers that took a copy (bit i: items[i]); woken after one fence.
+        std::uint64_t to_wake = 0;
         for (std::size_t i = 0; i < count; ++i) {
             auto& subscriber = *items[i];
             if (subscriber.mode == delivery::immediate) {
@@ -172,8 +175,23 @@ public:
             const auto offered = subscriber.offer(env, i + 1 == count, level, waiting_since, count_in, slot);
             if (offered == subscriber_base::offered::queued) {
                 ++result.queued;
+                if (subscriber.wakes_after_fence()) {
+                    if (i < 64) {
+                        to_wake |= std::uint64_t{1} << i;
+                    } else {
+                        std::atomic_thread_fence(std::memory_order_seq_cst);
+                        subscriber.wake_if_idle();
+                    }
+                }
             } else if (offered == subscriber_base::offered::failed) {
                 ++result.failed_to_queue;
+            }
+        }
+        if (to_wake != 0) {
+            // Orders every put of this publish before the reads of the strands' states.
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            for (; to_wake != 0; to_wake &= to_wake - 1) {
+                items[static_cast<std::size_t>(std::countr_zero(to_wake))]->wake_if_idle();
             }
         }
         if (!individually && reserved != 0 && result.queued != subs.async_count) {
