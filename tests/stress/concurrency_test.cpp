@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -87,6 +88,54 @@ TEST_CASE("every (event, subscriber) pair is handled exactly once, in order per 
     CHECK(stats.published == publishers * events_per_publisher);
     CHECK(stats.delivered == 5ULL * publishers * events_per_publisher);
     CHECK(stats.failed == 0);
+}
+
+TEST_CASE("a strand that keeps going idle between events never strands one (no lost wake-up)") {
+    // Publishers pause 0-3 us between events, so the serial strands run dry, nap and give
+    // up their worker over and over while the next publish races the hand-back. A lost
+    // wake-up leaves events queued with no worker scheduled: the counts below would stall,
+    // and no drain() is called to rescue them.
+    herald::bus bus{{.workers = 2}};
+    ledger serial_a{true};
+    ledger serial_b{true};
+    std::atomic<int> handled{0};
+    auto a = bus.subscribe<test::ticks>([&](const test::tick& t) {
+        serial_a.record(t);
+        handled.fetch_add(1);
+    });
+    auto b = bus.subscribe<test::ticks>([&](const test::tick& t) {
+        serial_b.record(t);
+        handled.fetch_add(1);
+    });
+    constexpr int per_publisher = test::scaled(5000, 1000);
+    std::vector<std::thread> threads;
+    for (int p = 0; p < 2; ++p) {
+        threads.emplace_back([&bus, p] {
+            for (int i = 0; i < per_publisher; ++i) {
+                CHECK(bus.publish<test::ticks>({p, i}).accepted());
+                const auto pause = std::chrono::nanoseconds((i * 7919 + p * 104729) % 3000);
+                const auto until = std::chrono::steady_clock::now() + pause;
+                while (std::chrono::steady_clock::now() < until) {
+                }
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    const int expected = 2 * 2 * per_publisher;
+    CHECK(test::eventually([&] { return handled.load() == expected; }));
+    CHECK(handled.load() == expected);
+    for (ledger* l : {&serial_a, &serial_b}) {
+        CHECK(l->out_of_order == 0);
+        int delivered = 0;
+        for (int p = 0; p < 2; ++p) {
+            for (int i = 0; i < per_publisher; ++i) {
+                delivered += l->hits[static_cast<std::size_t>(p * events_per_publisher + i)].load();
+            }
+        }
+        CHECK(delivered == 2 * per_publisher);
+    }
 }
 
 TEST_CASE("subscribe and unsubscribe racing with publishers keep their promises") {
