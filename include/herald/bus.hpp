@@ -402,7 +402,7 @@ public:
         const auto all = topics();
         out.topics = all.size();
         for (const auto& topic : all) {
-            out.published += topic->sequence.load(std::memory_order_relaxed);
+            out.published += topic->sequence.last();
             const auto tally = topic->count_all();
             sum += tally.counters;
             out.subscribers += tally.open;
@@ -527,6 +527,11 @@ private:
     /// may start another on a topic already passed (a dead letter), so the pass repeats
     /// until one sees no such start.
     void wait_quiet(std::initializer_list<std::uint8_t> slots) {
+        // Publishers count their deliveries without a full fence (see
+        // `topic_core::begin_flight`); this completes it: every count made before the
+        // epoch moved (or the bus stopped) is visible below, and every delivery that
+        // ends from now on sees `drain_waiters` and wakes this thread.
+        detail::fences::heavy();
         for (;;) {
             const std::uint64_t spawned = core_.spawned.load(std::memory_order_seq_cst);
             for (const auto& topic : topics()) {

@@ -4,6 +4,9 @@
 #include <herald/clock.hpp>
 #include <herald/dead_letter.hpp>
 #include <herald/detail/cpu_pause.hpp>
+#include <herald/detail/flight_counts.hpp>
+#include <herald/detail/sequence_counter.hpp>
+#include <herald/detail/thread_slots.hpp>
 #include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
@@ -130,6 +133,12 @@ struct bus_core {
         }
     }
 
+    /// Wakes drain() calls waiting in `topic_core::wait_flight`.
+    [[gnu::cold, gnu::noinline]] void note_progress() noexcept {
+        progress.fetch_add(1, std::memory_order_release);
+        progress.notify_all();
+    }
+
     void set_error_handler(error_handler handler) {
         auto replacement = std::make_shared<const error_handler>(std::move(handler));
         std::lock_guard lock(error_mutex);
@@ -159,6 +168,8 @@ struct bus_core {
     /// Drain epoch: publishes count their queued deliveries in slot `epoch & 1`.
     std::atomic<std::uint64_t> epoch{0};
     std::atomic<std::uint32_t> drain_waiters{0};
+    /// Bumped (and waited on) when a delivery ends while drain() waits.
+    std::atomic<std::uint32_t> progress{0};
     /// Deliveries begun on behalf of another (dead letters): drain() passes over the
     /// topics again when this moved while it waited.
     std::atomic<std::uint64_t> spawned{0};
@@ -346,31 +357,34 @@ public:
         (void)why;
     }
 
-    /// Registers `count` deliveries in the current drain epoch and returns the epoch
-    /// slot. The re-check makes a publish that raced with `drain()` land in the slot
-    /// that drain will look at, so drain never misses an event published before it.
-    std::uint8_t begin_flight(std::int64_t count = 1) noexcept {
-        std::uint64_t seen = bus->epoch.load(std::memory_order_seq_cst);
+    /// Registers `count` deliveries in the current drain epoch for the thread whose slot
+    /// is `me`, and returns the epoch slot. The re-check makes a publish that raced with
+    /// `drain()` land in the slot that drain will look at, so drain never misses an event
+    /// published before it: drain moves the epoch and then runs `fences::heavy()`, so this
+    /// thread either sees the new epoch here or has its count visible to drain.
+    [[gnu::always_inline]] std::uint8_t begin_flight(std::int64_t count, const thread_slot* me) noexcept {
+        std::uint64_t seen = bus->epoch.load(std::memory_order_acquire);
         for (;;) {
             const auto slot = static_cast<std::uint8_t>(seen & 1U);
-            in_flight[slot].fetch_add(count, std::memory_order_seq_cst);
-            const std::uint64_t now = bus->epoch.load(std::memory_order_seq_cst);
+            flights.begin(slot, count, me);
+            fences::light();
+            const std::uint64_t now = bus->epoch.load(std::memory_order_acquire);
             if (now == seen) {
                 return slot;
             }
-            end_flights(slot, count);
+            end_flights(slot, count, me);
             seen = now;
         }
     }
 
     /// Counts one more delivery in an epoch slot the caller already holds.
-    void add_flight(std::uint8_t slot) noexcept { in_flight[slot].fetch_add(1, std::memory_order_relaxed); }
+    void add_flight(std::uint8_t slot) noexcept { flights.begin(slot, 1, current_slot); }
 
     /// Counts `count` deliveries begun on behalf of a delivery of another topic that holds
     /// `slot` there (a dead letter); drain() notices through `bus_core::spawned`.
     void add_spawned(std::uint8_t slot, std::int64_t count) noexcept {
         bus->spawned.fetch_add(1, std::memory_order_seq_cst);
-        in_flight[slot].fetch_add(count, std::memory_order_seq_cst);
+        flights.begin(slot, count, current_slot);
     }
 
     /// What the topic's subscribers counted, and how many are open.
@@ -424,21 +438,31 @@ protected:
 
 public:
     /// One delivery of the slot is finished (handled, failed, discarded or dropped).
-    void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1); }
+    void end_flight(std::uint8_t slot) noexcept { end_flights(slot, 1, current_slot); }
 
-    /// `count` deliveries of the slot are finished.
-    void end_flights(std::uint8_t slot, std::int64_t count) noexcept {
-        if (count != 0 && in_flight[slot].fetch_sub(count, std::memory_order_seq_cst) == count &&
-            bus->drain_waiters.load(std::memory_order_seq_cst) != 0) {
-            in_flight[slot].notify_all();
+    /// `count` deliveries of the slot are finished, counted by the thread whose slot is
+    /// `me`. Wakes a waiting drain() (which announced itself, then ran `fences::heavy()`,
+    /// so either it sees this end or this sees it waiting).
+    void end_flights(std::uint8_t slot, std::int64_t count, const thread_slot* me = current_slot) noexcept {
+        if (count == 0) {
+            return;
+        }
+        flights.end(slot, count, me);
+        fences::light();
+        if (bus->drain_waiters.load(std::memory_order_acquire) != 0) [[unlikely]] {
+            bus->note_progress();
         }
     }
 
-    /// Blocks until no delivery counted in `slot` is outstanding.
+    /// Blocks until no delivery counted in `slot` is outstanding. The caller has announced
+    /// itself in `bus_core::drain_waiters` and run `fences::heavy()`.
     void wait_flight(std::uint8_t slot) const noexcept {
-        for (auto v = in_flight[slot].load(std::memory_order_seq_cst); v != 0;
-             v = in_flight[slot].load(std::memory_order_seq_cst)) {
-            in_flight[slot].wait(v, std::memory_order_seq_cst);
+        for (;;) {
+            const std::uint32_t seen = bus->progress.load(std::memory_order_acquire);
+            if (flights.is_quiet(slot)) {
+                return;
+            }
+            bus->progress.wait(seen, std::memory_order_acquire);
         }
     }
 
@@ -446,8 +470,10 @@ public:
     const origin where;
     /// `where`'s number, which envelopes carry.
     const std::uint32_t where_number = origin_table::instance().add(&where);
-    alignas(64) std::atomic<std::uint64_t> sequence{0};
-    alignas(64) std::atomic<std::int64_t> in_flight[2]{};
+    /// The topic's sequence numbers.
+    sequence_counter sequence;
+    /// Deliveries in flight per drain epoch slot.
+    flight_counts flights;
 
 private:
     mutable std::vector<std::shared_ptr<const counter_block>> departed_;

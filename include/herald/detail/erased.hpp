@@ -318,15 +318,12 @@ struct lane_rules {
     std::int64_t ttl_ns = 0;
 };
 
-/// A subscriber's queue of envelopes, of any event type: one lane, or one per priority
-/// level. `put` may be called by any number of threads at once; taking is either one
-/// strand at a time (`strand` mailboxes, which keep moodycamel's consumer tokens) or
-/// any number of workers (`take_shared`).
+/// A subscriber's queue of envelopes, of any event type. `put` may be called by any
+/// number of threads at once. A strand (one consumer at a time) reads with
+/// `take_chunk`/`at`/`release_chunk`, handling items in place; concurrent subscribers'
+/// workers take items out with `take_shared`.
 class mailbox_base {
 public:
-    /// Items one `take_chunk` returns at most.
-    static constexpr std::size_t chunk = 16;
-
     virtual ~mailbox_base() = default;
     mailbox_base() = default;
     mailbox_base(const mailbox_base&) = delete;
@@ -334,20 +331,23 @@ public:
 
     /// Queues a copy (or a move) of `env`, an envelope of the mailbox's event type, on
     /// lane `level`; throws when the copy or the queue's memory fails, and then nothing
-    /// was queued. `now` is kept on priority lanes only.
+    /// was queued. `now` is kept on timed (priority) lanes only.
     virtual void put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) = 0;
-    /// Strand only: takes up to `want` (<= `chunk`) items of the only lane into the
-    /// mailbox's own buffer; `at(i)` reads them until `release_chunk`.
-    virtual std::size_t take_chunk(std::size_t want) noexcept = 0;
+    /// Strand only: makes the next items readable through `at(i)` and `enqueued(i)`
+    /// until `release_chunk`: up to `want` (> 0) items of one publisher in a FIFO
+    /// mailbox, one item chosen by the lane rules at `now` in a priority mailbox.
+    /// Returns how many (0: nothing waits).
+    virtual std::size_t take_chunk(std::size_t want, clock_source::time_point now) noexcept = 0;
     [[nodiscard]] virtual envelope_base& at(std::size_t i) noexcept = 0;
+    /// When item `i` of the chunk was queued (timed lanes; otherwise the epoch).
+    [[nodiscard]] virtual clock_source::time_point enqueued(std::size_t /*i*/) const noexcept { return {}; }
+    /// Destroys the first `count` items of the chunk and removes them.
     virtual void release_chunk(std::size_t count) noexcept = 0;
-    /// Strand only: the next item (the lane `rules` pick among the heads of all lanes).
-    virtual bool take(taken_item& out, clock_source::time_point now) noexcept = 0;
-    /// Any worker: the next item of the only lane.
+    /// Any worker (concurrent subscribers): the next item of the only lane.
     virtual bool take_shared(taken_item& out) noexcept = 0;
     /// Nothing waits, as far as the strand can tell.
     [[nodiscard]] virtual bool looks_empty() const noexcept = 0;
-    /// Something waits in the only lane (a cheap poll).
+    /// Something waits (a cheap poll).
     [[nodiscard]] virtual bool has_more() const noexcept = 0;
     /// How many items wait, all lanes together (exact when no put or take is running).
     [[nodiscard]] virtual std::size_t size_approx() const noexcept = 0;
@@ -355,7 +355,9 @@ public:
     [[nodiscard]] virtual std::unique_ptr<mailbox_base> fresh() const = 0;
 };
 
-/// The mailbox for envelopes of one type (`ops`), held in `Slot`s (see `slot_of`).
+/// A mailbox on moodycamel queues, for envelopes of one type (`ops`) held in `Slot`s
+/// (see `slot_of`): one lane for concurrent subscribers (any worker takes), or one lane
+/// per priority level for a strand.
 template <class Slot>
 class mailbox final : public mailbox_base {
     using item = Slot;
@@ -374,8 +376,6 @@ public:
         }
     }
 
-    ~mailbox() override { release_chunk(taken_); }
-
     void put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) override {
         item fresh;
         fresh.fill(ops_, env, move);
@@ -389,35 +389,21 @@ public:
         }
     }
 
-    std::size_t take_chunk(std::size_t want) noexcept override {
-        lane& only = lanes_[0];
-        taken_ = only.queue->try_dequeue_bulk(*only.consumer, output_iterator{chunk_}, std::min(want, chunk));
-        return taken_;
+    std::size_t take_chunk(std::size_t /*want*/, clock_source::time_point now) noexcept override {
+        chosen_ = choose(now);
+        return chosen_ < rules_.levels ? 1 : 0;
     }
 
-    envelope_base& at(std::size_t i) noexcept override { return chunk_item(i).envelope(ops_); }
+    envelope_base& at(std::size_t /*i*/) noexcept override { return lanes_[chosen_].head->envelope(ops_); }
+
+    [[nodiscard]] clock_source::time_point enqueued(std::size_t /*i*/) const noexcept override {
+        return enqueued_of(*lanes_[chosen_].head);
+    }
 
     void release_chunk(std::size_t count) noexcept override {
-        if constexpr (item::needs_destroy) {
-            for (std::size_t i = 0; i < count; ++i) {
-                chunk_item(i).~item();
-            }
-        } else {
-            (void)count;
+        if (count != 0) {
+            lanes_[chosen_].head.reset();
         }
-        taken_ = 0;
-    }
-
-    bool take(taken_item& out, clock_source::time_point now) noexcept override {
-        if (rules_.levels == 1) {
-            item got;
-            if (!lanes_[0].queue->try_dequeue(*lanes_[0].consumer, got)) {
-                return false;
-            }
-            out.hold(std::move(got), ops_, enqueued_of(got));
-            return true;
-        }
-        return take_priority(out, now);
     }
 
     bool take_shared(taken_item& out) noexcept override {
@@ -438,7 +424,7 @@ public:
         return true;
     }
 
-    [[nodiscard]] bool has_more() const noexcept override { return lanes_[0].queue->size_approx() != 0; }
+    [[nodiscard]] bool has_more() const noexcept override { return !looks_empty(); }
 
     [[nodiscard]] std::size_t size_approx() const noexcept override {
         std::size_t total = 0;
@@ -456,7 +442,7 @@ private:
     struct lane {
         std::optional<moodycamel::ConcurrentQueue<item>> queue;
         std::optional<moodycamel::ConsumerToken> consumer;
-        /// Priority only: the first item of the lane, taken out so the strand can
+        /// Strand only: the first item of the lane, taken out so the strand can
         /// compare lanes (moodycamel has no peek).
         std::optional<item> head;
 
@@ -471,77 +457,45 @@ private:
         }
     };
 
-    /// Picks the lane to serve among the heads: without aging or expiry the highest
-    /// non-empty lane (lower lanes are not even polled); otherwise an expired head goes
-    /// first (so it leaves the queue at once), and an aged head below the top level
-    /// goes before every higher level, oldest first. (The top level needs no
-    /// promotion; letting its aged events compete by age would starve the lower levels
-    /// again under overload.)
-    bool take_priority(taken_item& out, clock_source::time_point now) noexcept {
+    /// Picks the lane to serve among the heads (`rules_.levels` when all are empty):
+    /// without aging or expiry the highest non-empty lane (lower lanes are not even
+    /// polled); otherwise an expired head goes first (so it leaves the queue at once),
+    /// and an aged head below the top level goes before every higher level, oldest
+    /// first. (The top level needs no promotion; letting its aged events compete by age
+    /// would starve the lower levels again under overload.)
+    std::size_t choose(clock_source::time_point now) noexcept {
         const std::size_t levels = rules_.levels;
-        std::size_t chosen = levels;
         if (rules_.aging_ns == 0 && rules_.ttl_ns == 0) {
             for (std::size_t i = levels; i-- > 0;) {
                 if (lanes_[i].fill_head()) {
-                    chosen = i;
-                    break;
+                    return i;
                 }
             }
-        } else {
-            clock_source::time_point oldest = clock_source::time_point::max();
-            for (std::size_t i = 0; i < levels; ++i) {
-                if (!lanes_[i].fill_head()) {
-                    continue;
-                }
-                const clock_source::time_point since = enqueued_of(*lanes_[i].head);
-                const auto waited = (now - since).count();
-                const bool due = (rules_.ttl_ns > 0 && waited >= rules_.ttl_ns) ||
-                                 (rules_.aging_ns > 0 && i + 1 < levels && waited >= rules_.aging_ns);
-                if (due && since < oldest) {
-                    oldest = since;
-                    chosen = i;
-                }
+            return levels;
+        }
+        std::size_t chosen = levels;
+        clock_source::time_point oldest = clock_source::time_point::max();
+        for (std::size_t i = 0; i < levels; ++i) {
+            if (!lanes_[i].fill_head()) {
+                continue;
             }
-            if (chosen == levels) {
-                for (std::size_t i = levels; i-- > 0;) {
-                    if (lanes_[i].head) {
-                        chosen = i;
-                        break;
-                    }
-                }
+            const clock_source::time_point since = enqueued_of(*lanes_[i].head);
+            const auto waited = (now - since).count();
+            const bool due = (rules_.ttl_ns > 0 && waited >= rules_.ttl_ns) ||
+                             (rules_.aging_ns > 0 && i + 1 < levels && waited >= rules_.aging_ns);
+            if (due && since < oldest) {
+                oldest = since;
+                chosen = i;
             }
         }
         if (chosen == levels) {
-            return false;
+            for (std::size_t i = levels; i-- > 0;) {
+                if (lanes_[i].head) {
+                    return i;
+                }
+            }
         }
-        const clock_source::time_point since = enqueued_of(*lanes_[chosen].head);
-        out.hold(std::move(*lanes_[chosen].head), ops_, since);
-        lanes_[chosen].head.reset();
-        return true;
-    }
-
-    /// moodycamel move-assigns through the output iterator; this one constructs in
-    /// place in the chunk buffer instead (which holds no live items between chunks).
-    struct output_iterator {
-        unsigned char* at;
-        output_iterator& operator*() noexcept { return *this; }
-        output_iterator& operator++() noexcept {
-            at += sizeof(item);
-            return *this;
-        }
-        output_iterator operator++(int) noexcept {
-            output_iterator before = *this;
-            at += sizeof(item);
-            return before;
-        }
-        output_iterator& operator=(item&& from) noexcept {
-            ::new (static_cast<void*>(at)) item(std::move(from));
-            return *this;
-        }
-    };
-
-    item& chunk_item(std::size_t i) noexcept {
-        return *std::launder(reinterpret_cast<item*>(chunk_ + i * sizeof(item)));
+        return chosen;
     }
 
     static clock_source::time_point enqueued_of(const item& it) noexcept {
@@ -558,14 +512,8 @@ private:
     const lane_rules rules_;
     const std::size_t capacity_;
     std::unique_ptr<lane[]> lanes_;
-    std::size_t taken_ = 0;
-    alignas(item) unsigned char chunk_[chunk * sizeof(item)];
+    /// Strand only: the lane whose head is the current chunk.
+    std::size_t chosen_ = 0;
 };
-
-/// A mailbox for `Event`'s envelopes; `Timed` (priority topics) keeps each item's queue time.
-template <class Event, bool Timed>
-std::unique_ptr<mailbox_base> make_mailbox(bool strand, const lane_rules& rules, std::size_t capacity) {
-    return std::make_unique<mailbox<typename slot_of<Event, Timed>::type>>(ops_of<Event>(), strand, rules, capacity);
-}
 
 } // namespace herald::detail

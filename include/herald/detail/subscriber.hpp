@@ -11,6 +11,7 @@
 #include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
+#include <herald/detail/stream_mailbox.hpp>
 #include <herald/detail/thread_slots.hpp>
 #include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
@@ -207,10 +208,11 @@ public:
     /// is a failed delivery (counted, reported); so is a copy whose constructor throws.
     /// An executor that refuses the work fails the waiting deliveries instead of
     /// stranding them (see `refused`). A serial subscriber that queued the copy is not
-    /// scheduled here: the caller runs one full fence after all the puts of its publish,
+    /// scheduled here: the caller runs one light fence after all the puts of its publish,
     /// then calls `wake_if_idle` on each (one fence per publish, not per subscriber).
-    offered offer(envelope_base& env, bool move, std::size_t level, clock_source::time_point now, topic_core* count_in,
-                  std::uint8_t slot) noexcept {
+    [[gnu::always_inline]] offered offer(envelope_base& env, bool move, std::size_t level,
+                                         clock_source::time_point now, topic_core* count_in,
+                                         std::uint8_t slot) noexcept {
         offered what = offered::declined;
         with_entry([&](caller /*who*/, std::uint32_t /*shard*/) __attribute__((always_inline)) {
             if (!passes(env)) {
@@ -233,7 +235,7 @@ public:
     /// True when a queued copy must be followed by a fence and `wake_if_idle` (serial).
     [[nodiscard]] bool wakes_after_fence() const noexcept { return order_ == ordering::serial; }
 
-    /// After a put and a full fence since (see `after_put`): schedules a serial
+    /// After a put and a light fence since (see `after_put`): schedules a serial
     /// subscriber whose strand is idle. While the strand is scheduled or running this
     /// only reads `scheduled_`, a line the strand writes once per idle transition.
     void wake_if_idle() noexcept {
@@ -533,7 +535,8 @@ private:
     /// Puts this subscriber's copy into the queue publishers use now; called inside an
     /// entry. Returns false when the copy could not be made (a failure, counted and
     /// reported here).
-    bool put(envelope_base& env, bool move, std::size_t level, clock_source::time_point now) noexcept {
+    [[gnu::always_inline]] bool put(envelope_base& env, bool move, std::size_t level,
+                                    clock_source::time_point now) noexcept {
         mailbox_base& box = *live_.load(std::memory_order_acquire);
         try {
             box.put(env, move, level, now);
@@ -548,15 +551,17 @@ private:
     /// After a put: schedules the subscriber if nobody else will. A serial subscriber
     /// is scheduled by the put that finds its strand idle; while the strand is
     /// scheduled or running, a put only reads `scheduled_`, so publisher and worker do
-    /// not trade a cache line per event. The fence orders the put before that read; the
-    /// strand's `keeps_strand` orders its release before its last look at the queue,
-    /// so one of the two always sees the other (no event is left without a strand).
+    /// not trade a cache line per event. The put and that read are ordered by
+    /// `fences::light()` on this side and `fences::heavy()` in the strand's
+    /// `keeps_strand`, between its release of the strand and its last look at the queue,
+    /// so one of the two always sees the other (no event is left without a strand), and
+    /// the publisher runs no full fence.
     void after_put() noexcept {
         if (order_ == ordering::concurrent) {
             reschedule();
             return;
         }
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        fences::light();
         wake_if_idle();
     }
 
@@ -570,8 +575,8 @@ private:
     /// between and saw it still scheduled), so the caller must schedule it.
     [[nodiscard]] bool keeps_strand() noexcept {
         scheduled_.store(0, std::memory_order_relaxed);
-        // Pairs with the publisher's fence after its put (see `after_put`).
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        // Pairs with the publisher's light fence after its put (see `after_put`).
+        fences::heavy();
         return has_work() && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
     }
 
@@ -603,34 +608,36 @@ private:
         ++tally.done;
     }
 
-    /// The usual batch: up to `batch_size` items of the one mailbox.
+    /// The usual batch: up to `batch_size` items of the one mailbox, taken in chunks
+    /// (a run of one publisher's events in a FIFO mailbox, one event in a priority
+    /// mailbox) and handled in place. A FIFO strand that runs dry naps once before it
+    /// gives up (see `more_soon`).
     void run_batch(bool open, batch_tally& tally) noexcept {
-        if (!policy_.prioritised) {
-            // Taken in chunks: one moodycamel bulk dequeue costs the consumer's two
-            // locked instructions once per chunk instead of once per event.
-            const std::int64_t limit = batch_limit();
-            while (tally.done < limit) {
-                const std::size_t want =
-                    std::min<std::size_t>(mailbox_base::chunk, static_cast<std::size_t>(limit - tally.done));
-                const std::size_t got = box_->take_chunk(want);
-                if (got == 0) {
-                    break;
-                }
-                for (std::size_t i = 0; i < got; ++i) {
-                    account(box_->at(i), {}, open, tally);
-                }
-                box_->release_chunk(got);
-                if (got < want && !more_soon()) {
+        const std::int64_t limit = batch_limit();
+        while (tally.done < limit) {
+            const std::size_t got = box_->take_chunk(static_cast<std::size_t>(limit - tally.done), lane_time());
+            if (got == 0) {
+                if (policy_.prioritised || !more_soon()) {
                     break; // the queue ran dry
                 }
+                continue;
             }
-        } else {
-            taken_item item;
-            while (tally.done < batch_limit() && box_->take(item, lane_time())) {
-                account(item.envelope(), item.enqueued(), open, tally);
-                item.reset();
+            for (std::size_t i = 0; i < got; ++i) {
+                account(box_->at(i), box_->enqueued(i), open, tally);
             }
+            box_->release_chunk(got);
         }
+    }
+
+    /// Takes the next item of `box` (if any) and passes it to `handle(env, enqueued)`.
+    template <class Handle>
+    bool take_one(mailbox_base& box, Handle&& handle) noexcept {
+        if (box.take_chunk(1, lane_time()) == 0) {
+            return false;
+        }
+        handle(box.at(0), box.enqueued(0));
+        box.release_chunk(1);
+        return true;
     }
 
     /// A batch while a retired mailbox may still receive late puts: each publisher's
@@ -638,23 +645,20 @@ private:
     /// after every item taken from the new one (a publisher's put into the retired
     /// mailbox finished before its next put into the new one began).
     void run_mixed(bool open, batch_tally& tally) noexcept {
-        taken_item item;
-        taken_item late;
+        const auto handle = [&](envelope_base& env, clock_source::time_point enqueued) {
+            account(env, enqueued, open, tally);
+        };
         while (tally.done < batch_limit()) {
-            if (retired_->take(item, lane_time())) {
-                account(item.envelope(), item.enqueued(), open, tally);
-                item.reset();
+            if (take_one(*retired_, handle)) {
                 continue;
             }
-            if (!box_->take(item, lane_time())) {
+            if (box_->take_chunk(1, lane_time()) == 0) {
                 break;
             }
-            while (retired_->take(late, lane_time())) {
-                account(late.envelope(), late.enqueued(), open, tally);
-                late.reset();
+            while (take_one(*retired_, handle)) {
             }
-            account(item.envelope(), item.enqueued(), open, tally);
-            item.reset();
+            account(box_->at(0), box_->enqueued(0), open, tally);
+            box_->release_chunk(1);
         }
     }
 
@@ -672,10 +676,9 @@ private:
         if (!retired_is_sealed(open)) {
             return false;
         }
-        taken_item item;
-        while (retired_->take(item, lane_time())) {
-            account(item.envelope(), item.enqueued(), open, tally);
-            item.reset();
+        while (take_one(*retired_, [&](envelope_base& env, clock_source::time_point enqueued) {
+            account(env, enqueued, open, tally);
+        })) {
         }
         retired_.reset();
         return true;
@@ -745,12 +748,6 @@ private:
         }
     }
 
-    /// The next item for a serial strand that does not care about order (refused work):
-    /// the retired mailbox first.
-    bool take_any(taken_item& out) noexcept {
-        return (retired_ && retired_->take(out, lane_time())) || box_->take(out, lane_time());
-    }
-
     /// Handles (or drops) one item: a queued one (`queued`, which waited since
     /// `enqueued`) or an inline subscriber's retry. `entered` says the caller holds the
     /// gate; `strand` says the caller is the only thread running this subscriber, and
@@ -818,14 +815,15 @@ private:
             // never refused, and gets its own post below.
             const auto waiting =
                 static_cast<std::int64_t>(box_->size_approx() + (retired_ ? retired_->size_approx() : 0));
-            taken_item item;
-            while (done < waiting && take_any(item)) {
+            const auto fail_one = [&](envelope_base& env, clock_source::time_point /*enqueued*/) {
                 ++done;
-                const std::uint8_t slot = envelope_access::epoch(item.envelope());
-                if (fail_item(item.envelope(), error)) {
+                const std::uint8_t slot = envelope_access::epoch(env);
+                if (fail_item(env, error)) {
                     ++ended[slot];
                 }
-                item.reset();
+            };
+            // The retired mailbox first: it holds each publisher's earlier events.
+            while (done < waiting && ((retired_ && take_one(*retired_, fail_one)) || take_one(*box_, fail_one))) {
             }
             topic_->end_flights(0, ended[0]);
             topic_->end_flights(1, ended[1]);
@@ -980,7 +978,7 @@ private:
         envelope_access::set_attempt(env, env.attempt() + 1);
         std::uint8_t slot = envelope_access::epoch(env);
         if (!holds_flight) {
-            slot = topic_->begin_flight(1);
+            slot = topic_->begin_flight(1, current_slot);
             envelope_access::set_epoch(env, slot);
         }
         if (mode == delivery::async) {

@@ -28,14 +28,17 @@ namespace herald::detail {
 class fences {
 public:
     /// Whether the membarrier scheme is in use; decided once per process.
-    [[nodiscard, gnu::always_inline]] static bool asymmetric() noexcept {
+    [[nodiscard]] static bool asymmetric() noexcept {
         static const bool registered = register_process();
         return registered;
     }
 
     /// The reader's half: orders its earlier stores before its later loads.
     [[gnu::always_inline]] static void light() noexcept {
-        if (asymmetric()) {
+        // A plain flag, not `asymmetric()`, whose guard check would cost every call:
+        // until it is set (during static initialisation) the reader uses a full fence,
+        // which pairs with either kind of writer.
+        if (ready) [[likely]] {
             std::atomic_signal_fence(std::memory_order_seq_cst);
         } else {
             std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -59,6 +62,9 @@ public:
     }
 
 private:
+    /// `asymmetric()`, once known: set during static initialisation, read by `light()`.
+    static inline const bool ready = asymmetric();
+
     static bool register_process() noexcept {
 #if defined(__linux__)
         const long supported = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -82,6 +88,9 @@ struct alignas(64) thread_slot {
     std::atomic<const void*> reading[depth]{};
     /// Subscribers whose inline handler this thread is running.
     std::atomic<const void*> calling[depth]{};
+    /// The topic whose sequence number this thread is taking as the topic's only
+    /// publisher (see `sequence_counter`); null otherwise.
+    std::atomic<const void*> sequencing{nullptr};
     /// Entries in use; owner only.
     std::size_t reads = 0;
     std::size_t calls = 0;

@@ -124,10 +124,11 @@ public:
             }
         } else {
             if (reserved != 0) {
-                slot = begin_flight(reserved);
+                slot = begin_flight(reserved, &me);
             }
-            if (bus->stopped.load(std::memory_order_seq_cst)) {
-                end_flights(slot, reserved);
+            // Pairs with shutdown's store and heavy fence, as the epoch check does with drain's.
+            if (bus->stopped.load(std::memory_order_acquire)) {
+                end_flights(slot, reserved, &me);
                 bus->rejected.fetch_add(1, std::memory_order_relaxed);
                 return result;
             }
@@ -142,7 +143,7 @@ public:
             }
         } guard{individually ? this : nullptr, slot};
 
-        const std::uint64_t sequence = this->sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+        const std::uint64_t sequence = this->sequence.next(me);
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it).
@@ -179,7 +180,7 @@ public:
                     if (i < 64) {
                         to_wake |= std::uint64_t{1} << i;
                     } else {
-                        std::atomic_thread_fence(std::memory_order_seq_cst);
+                        fences::light();
                         subscriber.wake_if_idle();
                     }
                 }
@@ -188,15 +189,16 @@ public:
             }
         }
         if (to_wake != 0) {
-            // Orders every put of this publish before the reads of the strands' states.
-            std::atomic_thread_fence(std::memory_order_seq_cst);
+            // Orders every put of this publish before the reads of the strands' states
+            // (the strands' half is the heavy fence in `keeps_strand`).
+            fences::light();
             for (; to_wake != 0; to_wake &= to_wake - 1) {
                 items[static_cast<std::size_t>(std::countr_zero(to_wake))]->wake_if_idle();
             }
         }
         if (!individually && reserved != 0 && result.queued != subs.async_count) {
             // Counted up front for every async subscriber; some did not take it.
-            end_flights(slot, subs.async_count - result.queued);
+            end_flights(slot, subs.async_count - result.queued, &me);
         }
         return result;
     }
