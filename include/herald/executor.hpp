@@ -1,6 +1,7 @@
 // Where asynchronous subscribers run: the executor interface the bus posts work to.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 
@@ -31,6 +32,14 @@ public:
     /// Idempotent. The bus calls it during shutdown, after it has drained or discarded
     /// its events.
     virtual void stop() = 0;
+    /// How long a worker busy-polls for more work after a task before it sleeps (a
+    /// low-latency pool's budget; zero for others). A serial subscriber whose queue ran
+    /// dry polls it for as long before it gives its worker back, so that an event
+    /// arriving within the budget starts without going through the executor.
+    [[nodiscard]] virtual std::chrono::nanoseconds spin() const noexcept { return std::chrono::nanoseconds::zero(); }
+    /// True when tasks wait for a worker (a subscriber polling for more gives its worker
+    /// up at once then). Approximate; executors that cannot tell return false.
+    [[nodiscard]] virtual bool has_waiting_tasks() const noexcept { return false; }
     /// For executors without threads of their own (a test's manual executor): runs every
     /// queued task on the calling thread and returns true if there was any. `drain()`
     /// calls it before waiting. Threaded executors return false.

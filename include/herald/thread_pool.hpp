@@ -90,7 +90,10 @@ public:
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
     /// The spin budget in use (after clamping).
-    [[nodiscard]] std::chrono::nanoseconds spin() const noexcept { return spin_; }
+    [[nodiscard]] std::chrono::nanoseconds spin() const noexcept override { return spin_; }
+
+    /// True when posted tasks wait for a worker (approximate).
+    [[nodiscard]] bool has_waiting_tasks() const noexcept override { return tasks_.size_approx() != 0; }
 
     /// Lets running tasks finish, joins every worker, releases queued tasks. Idempotent.
     /// Throws `std::logic_error` when called from one of this pool's own workers.

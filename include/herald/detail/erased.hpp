@@ -324,8 +324,11 @@ struct lane_rules {
 /// workers take items out with `take_shared`.
 class mailbox_base {
 public:
+    /// Which implementation this is (the publish path calls a stream's put directly).
+    enum class kind : std::uint8_t { moodycamel, stream };
+
     virtual ~mailbox_base() = default;
-    mailbox_base() = default;
+    explicit mailbox_base(kind k) noexcept : what(k) {}
     mailbox_base(const mailbox_base&) = delete;
     mailbox_base& operator=(const mailbox_base&) = delete;
 
@@ -347,12 +350,19 @@ public:
     virtual bool take_shared(taken_item& out) noexcept = 0;
     /// Nothing waits, as far as the strand can tell.
     [[nodiscard]] virtual bool looks_empty() const noexcept = 0;
+    /// Strand only: items taken out of the queues but not yet released (priority heads).
+    [[nodiscard]] virtual bool holds_items() const noexcept { return false; }
+    /// Any thread: items were put and not yet taken out by the strand (reads only
+    /// counts that puts and takes update atomically).
+    [[nodiscard]] virtual bool has_puts() const noexcept = 0;
     /// Something waits (a cheap poll).
     [[nodiscard]] virtual bool has_more() const noexcept = 0;
     /// How many items wait, all lanes together (exact when no put or take is running).
     [[nodiscard]] virtual std::size_t size_approx() const noexcept = 0;
     /// A new, empty mailbox of the same kind.
     [[nodiscard]] virtual std::unique_ptr<mailbox_base> fresh() const = 0;
+
+    const kind what;
 };
 
 /// A mailbox on moodycamel queues, for envelopes of one type (`ops`) held in `Slot`s
@@ -365,7 +375,12 @@ class mailbox final : public mailbox_base {
 
 public:
     mailbox(const envelope_ops& ops, bool strand, const lane_rules& rules, std::size_t capacity)
-        : ops_(ops), strand_(strand), rules_(rules), capacity_(capacity), lanes_(new lane[rules.levels]) {
+        : mailbox_base(kind::moodycamel),
+          ops_(ops),
+          strand_(strand),
+          rules_(rules),
+          capacity_(capacity),
+          lanes_(new lane[rules.levels]) {
         for (std::size_t i = 0; i < rules_.levels; ++i) {
             lanes_[i].queue.emplace(capacity);
             if (strand) {
@@ -425,6 +440,24 @@ public:
     }
 
     [[nodiscard]] bool has_more() const noexcept override { return !looks_empty(); }
+
+    [[nodiscard]] bool holds_items() const noexcept override {
+        for (std::size_t i = 0; i < rules_.levels; ++i) {
+            if (lanes_[i].head) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    [[nodiscard]] bool has_puts() const noexcept override {
+        for (std::size_t i = 0; i < rules_.levels; ++i) {
+            if (lanes_[i].queue->size_approx() != 0) {
+                return true;
+            }
+        }
+        return false;
+    }
 
     [[nodiscard]] std::size_t size_approx() const noexcept override {
         std::size_t total = 0;

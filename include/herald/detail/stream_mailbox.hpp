@@ -53,7 +53,8 @@ constexpr stream_layout stream_layout_of() noexcept {
 /// mailbox (the strand replaces a mailbox that held a large burst, see `maybe_shrink`).
 class stream_mailbox final : public mailbox_base {
 public:
-    stream_mailbox(const envelope_ops& ops, const stream_layout& layout) : ops_(ops), layout_(layout) {}
+    stream_mailbox(const envelope_ops& ops, const stream_layout& layout)
+        : mailbox_base(kind::stream), ops_(ops), layout_(layout) {}
 
     ~stream_mailbox() override {
         for (lane* l = lanes_.load(std::memory_order_acquire); l != nullptr;) {
@@ -69,6 +70,11 @@ public:
     /// Throws (and queues nothing) when the copy throws or memory runs out; a thread's
     /// first put into this mailbox allocates its queue.
     void put(envelope_base& env, bool move, std::size_t /*level*/, clock_source::time_point /*now*/) override {
+        put_here(env, move);
+    }
+
+    /// `put`, inlined into the publish path (which knows the mailbox is a stream).
+    [[gnu::always_inline]] void put_here(envelope_base& env, bool move) {
         const thread_slot& me = this_thread_slot();
         if (std::atomic<lane*>* entry = entry_for(me.index)) [[likely]] {
             lane* l = entry->load(std::memory_order_acquire);
@@ -127,6 +133,8 @@ public:
     bool take_shared(taken_item& /*out*/) noexcept override { return false; }
 
     [[nodiscard]] bool looks_empty() const noexcept override { return size_approx() == 0; }
+
+    [[nodiscard]] bool has_puts() const noexcept override { return has_more(); }
 
     [[nodiscard]] bool has_more() const noexcept override {
         for (const lane* l = lanes_.load(std::memory_order_acquire); l != nullptr; l = l->next_lane) {

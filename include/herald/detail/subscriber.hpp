@@ -539,7 +539,11 @@ private:
                                     clock_source::time_point now) noexcept {
         mailbox_base& box = *live_.load(std::memory_order_acquire);
         try {
-            box.put(env, move, level, now);
+            if (box.what == mailbox_base::kind::stream) {
+                static_cast<stream_mailbox&>(box).put_here(env, move);
+            } else {
+                box.put(env, move, level, now);
+            }
         } catch (...) {
             // The envelope's metadata is intact even when moving its event threw.
             fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
@@ -565,19 +569,26 @@ private:
         wake_if_idle();
     }
 
-    /// Something waits in the mailbox or the retired one, as far as the strand can tell.
-    [[nodiscard]] bool has_work() const noexcept {
-        return !box_->looks_empty() || (retired_ && !retired_->looks_empty());
-    }
-
     /// Called by the strand's owner when it found nothing more to do: lets the strand go,
     /// then looks once more; returns true when it took the strand back (a put came in
     /// between and saw it still scheduled), so the caller must schedule it.
+    ///
+    /// Once `scheduled_` is 0 a publisher may schedule the strand and another worker may
+    /// run it, so the last look touches no strand-owned state: it reads, through
+    /// thread-safe counts, the mailboxes it noted before letting go (items the strand
+    /// itself holds, such as priority heads, are counted then), and holds a gate count
+    /// meanwhile so that the next owner cannot free a retired mailbox under it.
     [[nodiscard]] bool keeps_strand() noexcept {
+        gate_.fetch_add(1, std::memory_order_acq_rel);
+        mailbox_base* const live = box_.get();
+        mailbox_base* const old = retired_.get();
+        const bool held = live->holds_items() || (old != nullptr && old->holds_items());
         scheduled_.store(0, std::memory_order_relaxed);
         // Pairs with the publisher's light fence after its put (see `after_put`).
         fences::heavy();
-        return has_work() && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
+        const bool more = held || live->has_puts() || (old != nullptr && old->has_puts());
+        leave();
+        return more && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
     }
 
     /// How long a strand that ran dry waits before its last look (see `more_soon`).
@@ -717,21 +728,28 @@ private:
         (void)release_retired(open, tally);
     }
 
-    /// Called when a streaming strand's queue ran dry: waits `dry_nap` without touching
-    /// the queue, then looks once more. A worker that looked again at once (or polled)
-    /// would take one or two events per look, and each look pulls the cache lines the
-    /// publisher is writing; one look after a short nap takes what arrived meanwhile in
-    /// one chunk, so publisher and worker each keep their lines while the stream runs,
-    /// and a publisher slightly slower than the handler does not pay for rescheduling the
-    /// strand through the executor on every event. The worker is held that long at most
-    /// (other subscribers on the pool wait as long).
+    /// Called when a streaming strand's queue ran dry. By default it waits `dry_nap`
+    /// without touching the queue, then looks once more: a worker that looked again at
+    /// once (or polled) would take one or two events per look, and each look pulls the
+    /// cache line the publisher is writing; one look after a short nap takes what
+    /// arrived meanwhile in one run, and a publisher slightly slower than the handler
+    /// does not pay for rescheduling the strand through the executor on every event.
+    /// On an executor with a spin budget (a low-latency pool) it polls the queue for the
+    /// whole budget instead, so an event arriving meanwhile starts at once, without a
+    /// post; it stops early when other tasks wait for the worker. Either way the worker
+    /// is held that long at most.
     bool more_soon() noexcept {
-        const auto until = std::chrono::steady_clock::now() + dry_nap;
+        const auto spin = exec_->spin();
+        const auto until = std::chrono::steady_clock::now() + std::max(spin, dry_nap);
+        const bool poll = spin > dry_nap;
         do {
-            for (int i = 0; i < 8; ++i) {
+            for (int i = 0; i < 16; ++i) {
+                if (poll && box_->has_more()) {
+                    return true;
+                }
                 cpu_pause();
             }
-        } while (std::chrono::steady_clock::now() < until);
+        } while (std::chrono::steady_clock::now() < until && !(poll && exec_->has_waiting_tasks()));
         return box_->has_more();
     }
 
