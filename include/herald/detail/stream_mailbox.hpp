@@ -163,8 +163,6 @@ private:
     /// The first block of a queue holds `first_block` slots; each new one twice as many
     /// as the last, up to `max_block_bytes` (at least `first_block` slots).
     static constexpr std::uint32_t first_block = 8;
-    /// How many slots ahead a put prefetches.
-    static constexpr std::uint32_t prefetch_ahead = 4;
     static constexpr std::size_t max_block_bytes = 64 * 1024;
     /// Thread slot indexes below `direct` find their queue in the mailbox itself; others
     /// in an array allocated on first need, up to `direct + indirect`; threads beyond that
@@ -270,15 +268,6 @@ private:
         }
         ++l.tail_pos;
         l.published.store(l.published.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-        // Ask for the slot a few puts ahead with intent to write: the strand read it on
-        // the last lap, so it is shared with the strand's core, and a store into it
-        // would wait for the ownership at the head of the store buffer, stalling every
-        // later store of the publisher behind it.
-        if (l.tail_pos + prefetch_ahead < l.tail->capacity) {
-            const unsigned char* ahead = l.tail->slot(l.tail_pos + prefetch_ahead, layout_.slot_size);
-            __builtin_prefetch(ahead, 1, 3);
-            __builtin_prefetch(ahead + layout_.slot_size - 1, 1, 3);
-        }
     }
 
     /// The publisher's tail block is full: moves on to the next block of the circle if

@@ -303,6 +303,7 @@ public:
         }
         topic_->end_flights(0, tally.ended[0]);
         topic_->end_flights(1, tally.ended[1]);
+        last_run_ = tally.done;
         // A full batch leaves the rest for the next turn (other subscribers on the pool
         // get theirs in between); a batch that ran dry hands the strand back.
         if (tally.done >= batch_limit() || keeps_strand()) {
@@ -591,8 +592,12 @@ private:
         return more && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
     }
 
-    /// How long a strand that ran dry waits before its last look (see `more_soon`).
+    /// How long a streaming strand that ran dry waits before its last look, how long
+    /// one that handles events one at a time polls, and how many events a batch takes
+    /// to count as streaming (see `more_soon`).
     static constexpr std::chrono::nanoseconds dry_nap{2000};
+    static constexpr std::chrono::nanoseconds idle_poll{10000};
+    static constexpr std::int64_t stream_run = 8;
 
     /// What a strand's batch took and finished, per drain slot.
     struct batch_tally {
@@ -628,7 +633,7 @@ private:
         while (tally.done < limit) {
             const std::size_t got = box_->take_chunk(static_cast<std::size_t>(limit - tally.done), lane_time());
             if (got == 0) {
-                if (policy_.prioritised || !more_soon()) {
+                if (policy_.prioritised || !more_soon(tally.done)) {
                     break; // the queue ran dry
                 }
                 continue;
@@ -728,20 +733,27 @@ private:
         (void)release_retired(open, tally);
     }
 
-    /// Called when a streaming strand's queue ran dry. By default it waits `dry_nap`
-    /// without touching the queue, then looks once more: a worker that looked again at
-    /// once (or polled) would take one or two events per look, and each look pulls the
-    /// cache line the publisher is writing; one look after a short nap takes what
-    /// arrived meanwhile in one run, and a publisher slightly slower than the handler
-    /// does not pay for rescheduling the strand through the executor on every event.
-    /// On an executor with a spin budget (a low-latency pool) it polls the queue for the
-    /// whole budget instead, so an event arriving meanwhile starts at once, without a
-    /// post; it stops early when other tasks wait for the worker. Either way the worker
-    /// is held that long at most.
-    bool more_soon() noexcept {
+    /// Called when the strand's queue ran dry after `done` items of this batch: decides
+    /// whether to wait for more before letting the worker go, and how.
+    ///
+    /// While events stream (this batch or the last one handled at least
+    /// `stream_run` items), it waits `dry_nap` without touching the queue, then looks
+    /// once more: a worker that polled would take one or two events per look, and each
+    /// look pulls the cache line the publisher is writing; one look after a short nap
+    /// takes what arrived meanwhile in one run, and a publisher slightly slower than
+    /// the handler does not pay for rescheduling the strand through the executor on
+    /// every event. When events come one at a time it polls the queue for `idle_poll`
+    /// instead (as a blocking queue's consumer spins before it sleeps), so the next one
+    /// starts without a post through the executor. On an executor with a spin budget (a
+    /// low-latency pool) it always polls, for the whole budget. Polling stops early
+    /// when other tasks wait for the worker; either way the worker is held that long
+    /// at most.
+    bool more_soon(std::int64_t done) noexcept {
         const auto spin = exec_->spin();
-        const auto until = std::chrono::steady_clock::now() + std::max(spin, dry_nap);
-        const bool poll = spin > dry_nap;
+        const bool streaming = done >= stream_run || last_run_ >= stream_run;
+        const bool poll = spin > dry_nap || !streaming;
+        const auto budget = spin > dry_nap ? spin : (streaming ? dry_nap : idle_poll);
+        const auto until = std::chrono::steady_clock::now() + budget;
         do {
             for (int i = 0; i < 16; ++i) {
                 if (poll && box_->has_more()) {
@@ -1104,6 +1116,8 @@ private:
     /// Strand only: a replaced mailbox that publishers may still have been putting into;
     /// drained before `box_`, freed once no publisher can reach it.
     std::unique_ptr<mailbox_base> retired_;
+    /// Strand only: how many items the last batch handled.
+    std::int64_t last_run_ = 0;
     /// Strand only: the largest backlog seen since the mailbox was last replaced.
     std::int64_t peak_ = 0;
     /// Strand only: when the mailbox was last replaced.
