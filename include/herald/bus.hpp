@@ -5,6 +5,7 @@
 #include <herald/config.hpp>
 #include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
+#include <herald/detail/mailboxes.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/detail/topic_state.hpp>
 #include <herald/detail/topic_table.hpp>
@@ -298,9 +299,8 @@ public:
         }
         setup.ops = &detail::ops_of<event_type>();
         if (setup.mode == delivery::async) {
-            constexpr bool timed = prioritising_policy<typename T::policy_type>;
-            setup.box = detail::make_mailbox<event_type, timed>(setup.order == ordering::serial, state.rules.lanes,
-                                                                Traits::initial_queue_capacity);
+            setup.box = detail::make_mailbox<event_type>(setup.order == ordering::serial, state.rules.lanes,
+                                                         Traits::initial_queue_capacity);
         }
         return attach(state, std::make_shared<detail::subscriber_impl<event_type, handler_type>>(
                                  std::forward<H>(handler), std::move(options.filter), std::move(setup)));

@@ -1,5 +1,5 @@
-// The mailbox of a serial FIFO subscriber: one single-producer queue per publishing
-// thread, read by the subscriber's strand.
+// The mailbox of a serial subscriber: one single-producer queue per publishing thread,
+// read in place by the subscriber's strand.
 #pragma once
 
 #include <herald/clock.hpp>
@@ -21,22 +21,30 @@ namespace herald::detail {
 
 /// Where the envelopes of one event type wait in a stream mailbox.
 struct stream_layout {
-    /// Bytes per slot (the envelope, or a pointer to it).
+    /// Bytes per slot: the queue time if `timed`, then the envelope (or a pointer to it).
     std::size_t slot_size = 0;
+    /// Where the envelope (or the pointer) starts in the slot.
+    std::size_t offset = 0;
     /// The envelope lives in the slot (otherwise the slot holds a pointer to a heap copy).
     bool in_place = true;
     /// Nothing to destroy when the slot is released.
     bool trivial = false;
+    /// Each slot starts with the time the event was queued (priority aging and expiry).
+    bool timed = false;
 };
 
 /// Envelopes wait in place unless they are larger than `max_in_place` or over-aligned;
 /// they are never moved once queued (so an event whose move may throw waits in place
-/// too).
+/// too). `timed` slots keep their queue time in front of the envelope.
 template <class Event>
-constexpr stream_layout stream_layout_of() noexcept {
+constexpr stream_layout stream_layout_of(bool timed) noexcept {
     using env = envelope<Event>;
     constexpr bool fits = sizeof(env) <= max_in_place && alignof(env) <= alignof(std::max_align_t);
-    return {fits ? sizeof(env) : sizeof(envelope_base*), fits, fits && std::is_trivially_copyable_v<env>};
+    constexpr std::size_t align = fits ? alignof(env) : alignof(envelope_base*);
+    constexpr std::size_t size = fits ? sizeof(env) : sizeof(envelope_base*);
+    // The time stamp takes 8 bytes, rounded up to the envelope's alignment.
+    const std::size_t offset = timed ? (sizeof(clock_source::time_point) + align - 1) / align * align : 0;
+    return {offset + size, offset, fits, fits && std::is_trivially_copyable_v<env>, timed};
 }
 
 /// A FIFO mailbox for one strand: every publishing thread puts into a queue of its own
@@ -57,11 +65,11 @@ public:
         : mailbox_base(kind::stream), ops_(ops), layout_(layout) {}
 
     ~stream_mailbox() override {
-        for (lane* l = lanes_.load(std::memory_order_acquire); l != nullptr;) {
-            lane* next = l->next_lane;
-            l->destroy_all(*this);
-            delete l;
-            l = next;
+        for (queue* q = queues_.load(std::memory_order_acquire); q != nullptr;) {
+            queue* next = q->next_queue;
+            q->destroy_all(*this);
+            delete q;
+            q = next;
         }
         delete[] more_.load(std::memory_order_acquire);
     }
@@ -69,51 +77,58 @@ public:
     /// Any thread: queues a copy (or a move) of `env` in the calling thread's queue.
     /// Throws (and queues nothing) when the copy throws or memory runs out; a thread's
     /// first put into this mailbox allocates its queue.
-    void put(envelope_base& env, bool move, std::size_t /*level*/, clock_source::time_point /*now*/) override {
-        put_here(env, move);
+    void put(envelope_base& env, bool move, std::size_t /*level*/, clock_source::time_point now) override {
+        put_here(env, move, now);
     }
 
     /// `put`, inlined into the publish path (which knows the mailbox is a stream).
-    [[gnu::always_inline]] void put_here(envelope_base& env, bool move) {
+    [[gnu::always_inline]] void put_here(envelope_base& env, bool move, clock_source::time_point now) {
         const thread_slot& me = this_thread_slot();
-        if (std::atomic<lane*>* entry = entry_for(me.index)) [[likely]] {
-            lane* l = entry->load(std::memory_order_acquire);
-            put_into(l != nullptr ? *l : add_lane(*entry), env, move);
+        if (std::atomic<queue*>* entry = entry_for(me.index)) [[likely]] {
+            queue* q = entry->load(std::memory_order_acquire);
+            put_into(q != nullptr ? *q : add_queue(*entry), env, move, now);
         } else {
             const std::lock_guard lock(overflow_mutex_);
-            put_into(overflow_.load(std::memory_order_relaxed) != nullptr ? *overflow_.load(std::memory_order_relaxed)
-                                                                           : add_lane(overflow_),
-                     env, move);
+            queue* q = overflow_.load(std::memory_order_relaxed);
+            put_into(q != nullptr ? *q : add_queue(overflow_), env, move, now);
         }
     }
 
     std::size_t take_chunk(std::size_t want, clock_source::time_point /*now*/) noexcept override {
-        lane* const first = lanes_.load(std::memory_order_acquire);
+        queue* const first = queues_.load(std::memory_order_acquire);
         if (first == nullptr) {
             return 0;
         }
-        lane* l = cursor_ != nullptr ? cursor_ : first;
-        const lane* const start = l;
+        queue* q = cursor_ != nullptr ? cursor_ : first;
+        const queue* const start = q;
         do {
-            const std::uint64_t waiting = l->published.load(std::memory_order_acquire) - l->taken;
+            const std::uint64_t waiting = q->published.load(std::memory_order_acquire) - q->taken;
             if (waiting != 0) {
-                if (l->head_pos == l->head->capacity) {
-                    l->next_block();
+                if (q->head_pos == q->head->capacity) {
+                    q->next_block();
                 }
                 const std::size_t run = std::min<std::size_t>(
-                    {want, static_cast<std::size_t>(waiting), l->head->capacity - l->head_pos});
-                chunk_lane_ = l;
-                chunk_ = l->head->slot(l->head_pos, layout_.slot_size);
+                    {want, static_cast<std::size_t>(waiting), q->head->capacity - q->head_pos});
+                chunk_queue_ = q;
+                chunk_ = q->head->slot(q->head_pos, layout_.slot_size);
                 // Next time, the next queue first (round robin between publishers).
-                cursor_ = l->next_lane;
+                cursor_ = q->next_queue;
                 return run;
             }
-            l = l->next_lane != nullptr ? l->next_lane : first;
-        } while (l != start);
+            q = q->next_queue != nullptr ? q->next_queue : first;
+        } while (q != start);
         return 0;
     }
 
     envelope_base& at(std::size_t i) noexcept override { return envelope_in(chunk_ + i * layout_.slot_size); }
+
+    [[nodiscard]] clock_source::time_point enqueued(std::size_t i) const noexcept override {
+        clock_source::time_point when{};
+        if (layout_.timed) {
+            std::memcpy(&when, chunk_ + i * layout_.slot_size, sizeof when);
+        }
+        return when;
+    }
 
     void release_chunk(std::size_t count) noexcept override {
         if (count == 0) {
@@ -124,21 +139,17 @@ public:
                 destroy(chunk_ + i * layout_.slot_size);
             }
         }
-        lane& l = *chunk_lane_;
-        l.head_pos += static_cast<std::uint32_t>(count);
-        l.taken += count;
-        l.consumed.store(l.taken, std::memory_order_release);
+        queue& q = *chunk_queue_;
+        q.head_pos += static_cast<std::uint32_t>(count);
+        q.taken += count;
+        q.consumed.store(q.taken, std::memory_order_release);
     }
 
     bool take_shared(taken_item& /*out*/) noexcept override { return false; }
 
-    [[nodiscard]] bool looks_empty() const noexcept override { return size_approx() == 0; }
-
-    [[nodiscard]] bool has_puts() const noexcept override { return has_more(); }
-
-    [[nodiscard]] bool has_more() const noexcept override {
-        for (const lane* l = lanes_.load(std::memory_order_acquire); l != nullptr; l = l->next_lane) {
-            if (l->published.load(std::memory_order_acquire) != l->consumed.load(std::memory_order_relaxed)) {
+    [[nodiscard]] bool has_puts() const noexcept override {
+        for (const queue* q = queues_.load(std::memory_order_acquire); q != nullptr; q = q->next_queue) {
+            if (q->published.load(std::memory_order_acquire) != q->consumed.load(std::memory_order_relaxed)) {
                 return true;
             }
         }
@@ -147,10 +158,10 @@ public:
 
     [[nodiscard]] std::size_t size_approx() const noexcept override {
         std::uint64_t total = 0;
-        for (const lane* l = lanes_.load(std::memory_order_acquire); l != nullptr; l = l->next_lane) {
+        for (const queue* q = queues_.load(std::memory_order_acquire); q != nullptr; q = q->next_queue) {
             // Read `consumed` first: a later `published` is never behind it.
-            const std::uint64_t consumed = l->consumed.load(std::memory_order_acquire);
-            total += l->published.load(std::memory_order_acquire) - consumed;
+            const std::uint64_t consumed = q->consumed.load(std::memory_order_acquire);
+            total += q->published.load(std::memory_order_acquire) - consumed;
         }
         return static_cast<std::size_t>(total);
     }
@@ -175,7 +186,6 @@ public:
     static constexpr std::size_t own_queues = direct + indirect;
 
 private:
-
     struct block {
         std::atomic<block*> next{nullptr};
         /// Set by the strand once it has left the block: the publisher may refill it.
@@ -204,8 +214,8 @@ private:
 
     /// One publisher's queue. The publisher's half and the strand's half sit on
     /// separate cache lines.
-    struct lane {
-        explicit lane(block* start) noexcept : tail(start), head(start) { start->next.store(start); }
+    struct queue {
+        explicit queue(block* start) noexcept : tail(start), head(start) { start->next.store(start); }
 
         // Publisher side.
         alignas(64) block* tail;
@@ -221,7 +231,7 @@ private:
         /// `taken`, for readers on other threads.
         std::atomic<std::uint64_t> consumed{0};
         /// The next queue of the mailbox's list; fixed once the queue is listed.
-        lane* next_lane = nullptr;
+        queue* next_queue = nullptr;
 
         /// The strand moves to the next block (it holds the next item) and hands the
         /// finished one back to the publisher.
@@ -250,12 +260,13 @@ private:
         }
     };
 
-    /// Puts into `l`, whose publisher side the caller owns.
-    [[gnu::always_inline]] void put_into(lane& l, envelope_base& env, bool move) {
-        if (l.tail_pos == l.tail->capacity) {
-            advance(l);
+    /// Puts into `q`, whose publisher side the caller owns.
+    [[gnu::always_inline]] void put_into(queue& q, envelope_base& env, bool move, clock_source::time_point now) {
+        if (q.tail_pos == q.tail->capacity) {
+            advance(q);
         }
-        unsigned char* at = l.tail->slot(l.tail_pos, layout_.slot_size);
+        unsigned char* const slot = q.tail->slot(q.tail_pos, layout_.slot_size);
+        unsigned char* const at = slot + layout_.offset;
         if (layout_.in_place) {
             if (move) {
                 ops_.move_to(at, env);
@@ -266,43 +277,46 @@ private:
             envelope_base* copy = move ? ops_.move_new(env) : ops_.clone(env);
             std::memcpy(at, &copy, sizeof copy);
         }
-        ++l.tail_pos;
-        l.published.store(l.published.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        if (layout_.timed) {
+            std::memcpy(slot, &now, sizeof now);
+        }
+        ++q.tail_pos;
+        q.published.store(q.published.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
 
     /// The publisher's tail block is full: moves on to the next block of the circle if
     /// the strand has finished it, or inserts a new one. Throws std::bad_alloc (and
     /// changes nothing).
-    void advance(lane& l) {
-        block* next = l.tail->next.load(std::memory_order_relaxed);
-        if (next != l.tail && next->done.load(std::memory_order_acquire)) {
+    void advance(queue& q) {
+        block* next = q.tail->next.load(std::memory_order_relaxed);
+        if (next != q.tail && next->done.load(std::memory_order_acquire)) {
             next->done.store(false, std::memory_order_relaxed);
-            l.tail = next;
-            l.tail_pos = 0;
+            q.tail = next;
+            q.tail_pos = 0;
             return;
         }
         const std::size_t most = std::max<std::size_t>(first_block, max_block_bytes / layout_.slot_size);
-        block* fresh = block::make(l.grow_to, layout_.slot_size);
-        l.grow_to = static_cast<std::uint32_t>(std::min<std::size_t>(most, std::size_t{l.grow_to} * 2));
+        block* fresh = block::make(q.grow_to, layout_.slot_size);
+        q.grow_to = static_cast<std::uint32_t>(std::min<std::size_t>(most, std::size_t{q.grow_to} * 2));
         fresh->next.store(next, std::memory_order_relaxed);
         // Release: a strand that follows the link sees the new block's header.
-        l.tail->next.store(fresh, std::memory_order_release);
-        l.tail = fresh;
-        l.tail_pos = 0;
+        q.tail->next.store(fresh, std::memory_order_release);
+        q.tail = fresh;
+        q.tail_pos = 0;
     }
 
     /// The entry of the thread whose slot index is `index`, or null past the table
     /// (such threads share `overflow_`). May allocate the indirect table (and throw).
-    std::atomic<lane*>* entry_for(std::uint32_t index) {
+    std::atomic<queue*>* entry_for(std::uint32_t index) {
         if (index < direct) {
             return &first_[index];
         }
         if (index - direct >= indirect) {
             return nullptr;
         }
-        std::atomic<lane*>* table = more_.load(std::memory_order_acquire);
+        std::atomic<queue*>* table = more_.load(std::memory_order_acquire);
         if (table == nullptr) {
-            auto* made = new std::atomic<lane*>[indirect]();
+            auto* made = new std::atomic<queue*>[indirect]();
             if (more_.compare_exchange_strong(table, made, std::memory_order_acq_rel)) {
                 table = made;
             } else {
@@ -312,37 +326,40 @@ private:
         return &table[index - direct];
     }
 
-    [[gnu::noinline]] lane& add_lane(std::atomic<lane*>& entry) {
+    /// Makes the calling thread's queue, stores it in `entry` and lists it for the strand.
+    [[gnu::noinline]] queue& add_queue(std::atomic<queue*>& entry) {
         block* start = block::make(first_block, layout_.slot_size);
-        lane* l = nullptr;
+        queue* q = nullptr;
         try {
-            l = new lane(start);
+            q = new queue(start);
         } catch (...) {
             block::free(start);
             throw;
         }
-        entry.store(l, std::memory_order_release);
-        l->next_lane = lanes_.load(std::memory_order_relaxed);
-        while (!lanes_.compare_exchange_weak(l->next_lane, l, std::memory_order_release, std::memory_order_relaxed)) {
+        entry.store(q, std::memory_order_release);
+        q->next_queue = queues_.load(std::memory_order_relaxed);
+        while (!queues_.compare_exchange_weak(q->next_queue, q, std::memory_order_release, std::memory_order_relaxed)) {
         }
-        return *l;
+        return *q;
     }
 
     envelope_base& envelope_in(unsigned char* slot) const noexcept {
+        unsigned char* const at = slot + layout_.offset;
         if (layout_.in_place) {
-            return *ops_.at(slot);
+            return *ops_.at(at);
         }
         envelope_base* boxed = nullptr;
-        std::memcpy(&boxed, slot, sizeof boxed);
+        std::memcpy(&boxed, at, sizeof boxed);
         return *boxed;
     }
 
     void destroy(unsigned char* slot) const noexcept {
+        unsigned char* const at = slot + layout_.offset;
         if (layout_.in_place) {
-            ops_.destroy(slot);
+            ops_.destroy(at);
         } else {
             envelope_base* boxed = nullptr;
-            std::memcpy(&boxed, slot, sizeof boxed);
+            std::memcpy(&boxed, at, sizeof boxed);
             ops_.free(boxed);
         }
     }
@@ -350,26 +367,15 @@ private:
     const envelope_ops& ops_;
     const stream_layout layout_;
     /// Every queue, newest first (the strand walks it).
-    std::atomic<lane*> lanes_{nullptr};
-    std::atomic<lane*> first_[direct]{};
-    std::atomic<std::atomic<lane*>*> more_{nullptr};
-    std::atomic<lane*> overflow_{nullptr};
+    std::atomic<queue*> queues_{nullptr};
+    std::atomic<queue*> first_[direct]{};
+    std::atomic<std::atomic<queue*>*> more_{nullptr};
+    std::atomic<queue*> overflow_{nullptr};
     std::mutex overflow_mutex_;
     // Strand only.
-    lane* cursor_ = nullptr;
-    lane* chunk_lane_ = nullptr;
+    queue* cursor_ = nullptr;
+    queue* chunk_queue_ = nullptr;
     unsigned char* chunk_ = nullptr;
 };
-
-/// The mailbox for a subscriber of `Event`: a stream mailbox for a strand with one lane
-/// (serial FIFO), moodycamel queues otherwise (concurrent subscribers, priority lanes;
-/// `Timed` keeps each item's queue time for aging and expiry).
-template <class Event, bool Timed>
-std::unique_ptr<mailbox_base> make_mailbox(bool strand, const lane_rules& rules, std::size_t capacity) {
-    if (strand && rules.levels == 1 && !Timed) {
-        return std::make_unique<stream_mailbox>(ops_of<Event>(), stream_layout_of<Event>());
-    }
-    return std::make_unique<mailbox<typename slot_of<Event, Timed>::type>>(ops_of<Event>(), strand, rules, capacity);
-}
 
 } // namespace herald::detail

@@ -541,7 +541,7 @@ private:
         mailbox_base& box = *live_.load(std::memory_order_acquire);
         try {
             if (box.what == mailbox_base::kind::stream) {
-                static_cast<stream_mailbox&>(box).put_here(env, move);
+                static_cast<stream_mailbox&>(box).put_here(env, move, now);
             } else {
                 box.put(env, move, level, now);
             }
@@ -576,18 +576,17 @@ private:
     ///
     /// Once `scheduled_` is 0 a publisher may schedule the strand and another worker may
     /// run it, so the last look touches no strand-owned state: it reads, through
-    /// thread-safe counts, the mailboxes it noted before letting go (items the strand
-    /// itself holds, such as priority heads, are counted then), and holds a gate count
-    /// meanwhile so that the next owner cannot free a retired mailbox under it.
+    /// thread-safe counts, the mailboxes it noted before letting go, and holds a gate
+    /// count meanwhile so that the next owner cannot free a retired mailbox under it.
     [[nodiscard]] bool keeps_strand() noexcept {
         gate_.fetch_add(1, std::memory_order_acq_rel);
         mailbox_base* const live = box_.get();
         mailbox_base* const old = retired_.get();
-        const bool held = live->holds_items() || (old != nullptr && old->holds_items());
-        scheduled_.store(0, std::memory_order_relaxed);
+        // Release: whoever takes the strand next sees everything this owner did.
+        scheduled_.store(0, std::memory_order_release);
         // Pairs with the publisher's light fence after its put (see `after_put`).
         fences::heavy();
-        const bool more = held || live->has_puts() || (old != nullptr && old->has_puts());
+        const bool more = live->has_puts() || (old != nullptr && old->has_puts());
         leave();
         return more && scheduled_.exchange(1, std::memory_order_acq_rel) == 0;
     }
@@ -626,14 +625,14 @@ private:
 
     /// The usual batch: up to `batch_size` items of the one mailbox, taken in chunks
     /// (a run of one publisher's events in a FIFO mailbox, one event in a priority
-    /// mailbox) and handled in place. A FIFO strand that runs dry naps once before it
-    /// gives up (see `more_soon`).
+    /// mailbox) and handled in place. A strand that runs dry waits a little for more
+    /// before it gives up (see `more_soon`).
     void run_batch(bool open, batch_tally& tally) noexcept {
         const std::int64_t limit = batch_limit();
         while (tally.done < limit) {
             const std::size_t got = box_->take_chunk(static_cast<std::size_t>(limit - tally.done), lane_time());
             if (got == 0) {
-                if (policy_.prioritised || !more_soon(tally.done)) {
+                if (!more_soon(tally.done)) {
                     break; // the queue ran dry
                 }
                 continue;
@@ -756,13 +755,13 @@ private:
         const auto until = std::chrono::steady_clock::now() + budget;
         do {
             for (int i = 0; i < 16; ++i) {
-                if (poll && box_->has_more()) {
+                if (poll && box_->has_puts()) {
                     return true;
                 }
                 cpu_pause();
             }
         } while (std::chrono::steady_clock::now() < until && !(poll && exec_->has_waiting_tasks()));
-        return box_->has_more();
+        return box_->has_puts();
     }
 
     /// Concurrent mode: one event per run, the gate passed per event.
