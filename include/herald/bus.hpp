@@ -75,6 +75,10 @@ struct bus_options {
     /// Dead letters each topic keeps when its dead-letter topic has no subscriber; when
     /// full the oldest is evicted (counted in `bus_stats::dead_letters_evicted`).
     std::size_t dead_letter_capacity = 1000;
+    /// The capacity of async subscribers that do not set one (`subscribe_options::capacity`
+    /// 0): `herald::unbounded` (the default) or a number of events. See
+    /// docs/flow-control.md.
+    std::size_t default_capacity = unbounded;
 };
 
 /// Settings for `basic_bus::republish`.
@@ -93,7 +97,11 @@ struct bus_stats {
     /// subscriber's copy of the event could not be made, or its executor refused the work.
     std::uint64_t failed = 0;
     std::uint64_t discarded = 0;              ///< deliveries dropped because the subscriber left or its owner died
-    std::uint64_t dropped = 0;                ///< queued deliveries dropped by `shutdown(discard)`
+    /// Deliveries dropped by `shutdown(discard)` or by full mailboxes (`overflow::drop_oldest`,
+    /// `drop_newest`).
+    std::uint64_t dropped = 0;
+    std::uint64_t refused = 0;                ///< deliveries full mailboxes refused (`overflow::reject`, `block`)
+    std::uint64_t conflated = 0;              ///< waiting events replaced by newer ones of their key
     std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
     std::uint64_t retried = 0;                ///< retries scheduled (at-least-once topics)
     std::uint64_t dead_lettered = 0;          ///< deliveries that ended as dead letters
@@ -186,7 +194,8 @@ public:
     explicit basic_bus(bus_options options = {})
         : core_(detail::bus_settings::of<Traits>(), std::move(options.source), std::move(options.on_error),
                 std::move(options.clock), options.dead_letter_capacity),
-          nonce_(options.id_seed != 0 ? detail::mix64(options.id_seed) : detail::random_seed()) {
+          nonce_(options.id_seed != 0 ? detail::mix64(options.id_seed) : detail::random_seed()),
+          default_capacity_(options.default_capacity == 0 ? unbounded : options.default_capacity) {
         if (options.default_executor) {
             default_executor_ = std::move(options.default_executor);
         } else {
@@ -262,8 +271,8 @@ public:
     template <topic_type T>
     [[nodiscard]] std::vector<dead_letter<typename T::event_type>> dead_letters() {
         static_assert(detail::topic_state<T>::has_dead_letters,
-                      "herald: dead_letters<Topic>(): this topic's policy never dead-letters (use at_least_once, or "
-                      "priority with expire_after<..., on_expiry::dead_letter>)");
+                      "herald: dead_letters<Topic>(): this topic's policy never dead-letters (use at_least_once, "
+                      "priority with expire_after<..., on_expiry::dead_letter>, or with_dead_letters<Policy>)");
         return topic_of<T>().stored_dead_letters();
     }
 
@@ -299,8 +308,11 @@ public:
         }
         setup.ops = &detail::ops_of<event_type>();
         if (setup.mode == delivery::async) {
-            setup.box = detail::make_mailbox<event_type>(setup.order == ordering::serial, state.rules.lanes,
-                                                         Traits::initial_queue_capacity);
+            setup.box = detail::make_mailbox<event_type>(setup.order, state.rules.lanes, Traits::initial_queue_capacity,
+                                                         Traits::batch_size);
+            detail::configure_flow(setup, state.where.topic,
+                                   {options.capacity != 0 ? options.capacity : default_capacity_, options.overflow,
+                                    options.block_timeout, options.key.rules()});
         }
         return attach(state, std::make_shared<detail::subscriber_impl<event_type, handler_type>>(
                                  std::forward<H>(handler), std::move(options.filter), std::move(setup)));
@@ -397,7 +409,6 @@ public:
         bus_stats out;
         out.rejected = core_.rejected.load(std::memory_order_relaxed);
         detail::subscriber_counters sum;
-        out.dropped = core_.dropped.load(std::memory_order_relaxed);
         out.error_handler_failures = core_.error_handler_failures.load(std::memory_order_relaxed);
         const auto all = topics();
         out.topics = all.size();
@@ -411,6 +422,9 @@ public:
             out.dead_letters_evicted += kept.evicted;
         }
         out.delivered = sum.delivered;
+        out.dropped = sum.dropped;
+        out.refused = sum.rejected;
+        out.conflated = sum.conflated;
         out.failed = sum.failed;
         out.discarded = sum.discarded;
         out.retried = sum.retried;
@@ -427,9 +441,9 @@ private:
     [[gnu::noinline]] bool prepare(detail::topic_base& state, delivery mode, ordering order, std::string name,
                                    std::shared_ptr<executor> pool, tracked_objects track,
                                    detail::subscriber_setup& setup) {
-        if (state.rules.prioritised && mode == delivery::async && order == ordering::concurrent) {
+        if (state.rules.prioritised && mode == delivery::async && order != ordering::serial) {
             throw usage_error("herald: subscribe to priority topic '" + std::string(state.where.topic) +
-                              "' with ordering::concurrent; priority subscribers are serial");
+                              "' with ordering::concurrent or by_key; priority subscribers are serial");
         }
         if (core_.stopped.load(std::memory_order_acquire)) {
             return false;
@@ -561,6 +575,8 @@ private:
 
     detail::bus_core core_;
     const std::uint64_t nonce_;
+    /// `bus_options::default_capacity`.
+    const std::size_t default_capacity_;
     std::shared_ptr<executor> default_executor_;
     std::function<std::shared_ptr<executor>(std::size_t, const std::string&)> pool_factory_;
     mutable std::mutex registry_mutex_;

@@ -20,6 +20,7 @@ enum class dead_letter_reason : std::uint8_t {
     rejected,           ///< the handler returned `reject()`, or the policy's `should_retry` said no
     expired,            ///< it waited longer than its priority policy's time-to-live
     shutdown,           ///< a retry was still waiting when the bus shut down with `herald::drain`
+    overflow,           ///< the subscriber's mailbox was full (`herald::overflow::dead_letter`)
 };
 
 /// The readable name of a reason ("attempts_exhausted", ...).
@@ -33,6 +34,8 @@ enum class dead_letter_reason : std::uint8_t {
         return "expired";
     case dead_letter_reason::shutdown:
         return "shutdown";
+    case dead_letter_reason::overflow:
+        return "overflow";
     }
     return "unknown";
 }

@@ -4,7 +4,9 @@
 #include <herald/envelope.hpp>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace herald {
 
@@ -58,6 +60,14 @@ struct publish_result {
     /// threw (a throwing copy constructor, `std::bad_alloc`): each is reported to the
     /// error handler and counted as a failed delivery of that subscriber.
     std::uint32_t failed_to_queue = 0;
+    /// Async subscribers whose full mailbox refused the event (`overflow::reject`, or
+    /// `overflow::block` that timed out or could not wait); they never see it.
+    std::uint32_t refused = 0;
+    /// Async subscribers whose full mailbox dropped the event (`overflow::drop_newest`)
+    /// or made it a dead letter (`overflow::dead_letter`).
+    std::uint32_t overflowed = 0;
+    /// The names of the subscribers that refused it (filled only when some did).
+    std::vector<std::string> refused_by{};
 
     /// True when the bus accepted the event.
     [[nodiscard]] constexpr bool accepted() const noexcept { return status == publish_status::accepted; }

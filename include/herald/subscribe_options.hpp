@@ -3,9 +3,12 @@
 
 #include <herald/envelope.hpp>
 #include <herald/executor.hpp>
+#include <herald/flow_control.hpp>
 #include <herald/track.hpp>
 
+#include <chrono>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,6 +36,10 @@ enum class ordering : std::uint8_t {
     serial,
     /// Calls may run in parallel on every worker of the executor; no order is promised.
     concurrent,
+    /// Events with equal keys (`subscribe_options::key`) are handled one at a time, in
+    /// each publishing thread's order; events with different keys run in parallel on the
+    /// executor's workers, so a slow key holds back only its own events.
+    by_key,
 };
 
 /// A predicate choosing which events a subscriber receives. Accepts a callable taking
@@ -99,6 +106,16 @@ struct subscribe_options {
     /// cannot starve others). Empty: the bus's default pool. The bus keeps it alive and
     /// stops it at shutdown.
     std::shared_ptr<executor> pool{};
+    /// The most events that may wait for this async subscriber (see docs/flow-control.md):
+    /// a number, `herald::unbounded`, or 0 for the bus's `bus_options::default_capacity`.
+    std::size_t capacity = 0;
+    /// What a full mailbox does with one more event.
+    herald::overflow overflow = herald::overflow::block;
+    /// With `overflow::block`: how long a publisher waits for room before the event is
+    /// refused.
+    std::chrono::nanoseconds block_timeout = std::chrono::seconds(1);
+    /// The key of the events, for `ordering::by_key` and `overflow::conflate`.
+    key_of<Event> key{};
 };
 
 } // namespace herald

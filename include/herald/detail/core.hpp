@@ -199,6 +199,7 @@ private:
     std::atomic<std::int32_t>& counter_;
 };
 
+class subscriber_core;
 class subscriber_base;
 
 /// One entry of the per-thread stack of user code that herald is running on this thread
@@ -206,7 +207,7 @@ class subscriber_base;
 /// waiting for itself, and lets `drain()`/`shutdown()` refuse to run inside it.
 struct running_frame {
     /// The subscriber whose code runs (null for code that belongs to no subscriber).
-    const subscriber_base* subscriber;
+    const subscriber_core* subscriber;
     const bus_core* bus;
     const running_frame* outer;
     /// This frame holds one count of the subscriber's gate (queued deliveries, retries,
@@ -219,7 +220,7 @@ inline thread_local const running_frame* current_frame = nullptr;
 /// Pushes a frame for the duration of a scope.
 class frame_scope {
 public:
-    frame_scope(const subscriber_base* subscriber, const bus_core* bus, bool gated) noexcept
+    frame_scope(const subscriber_core* subscriber, const bus_core* bus, bool gated) noexcept
         : frame_{subscriber, bus, current_frame, gated} {
         current_frame = &frame_;
     }
@@ -233,7 +234,7 @@ private:
 
 /// How many gate counts of `subscriber` this thread holds (nested publishes, a strand's
 /// batch): the part of its gate count that unsubscribe must not wait for.
-inline std::uint32_t gated_frames_of(const subscriber_base* subscriber) noexcept {
+inline std::uint32_t gated_frames_of(const subscriber_core* subscriber) noexcept {
     std::uint32_t count = 0;
     for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
         count += f->subscriber == subscriber && f->gated ? 1U : 0U;
@@ -257,19 +258,25 @@ inline thread_local std::uint32_t publish_depth = 0;
 
 /// Counters of one subscriber, readable while it runs.
 struct subscriber_counters {
+    std::uint64_t accepted = 0;
     std::uint64_t delivered = 0;
     std::uint64_t failed = 0;
     std::uint64_t discarded = 0;
     std::uint64_t dropped = 0;
+    std::uint64_t rejected = 0;
+    std::uint64_t conflated = 0;
     std::uint64_t retried = 0;
     std::uint64_t dead_lettered = 0;
     std::uint64_t expired = 0;
 
     subscriber_counters& operator+=(const subscriber_counters& more) noexcept {
+        accepted += more.accepted;
         delivered += more.delivered;
         failed += more.failed;
         discarded += more.discarded;
         dropped += more.dropped;
+        rejected += more.rejected;
+        conflated += more.conflated;
         retried += more.retried;
         dead_lettered += more.dead_lettered;
         expired += more.expired;
@@ -280,46 +287,64 @@ struct subscriber_counters {
 /// A subscriber's live counters, in their own block so the subscription handle can read
 /// them after the subscriber itself is gone.
 struct counter_block {
-    /// Inline deliveries are counted by the publishing thread in the shard of its slot
-    /// index, with a plain load and store (each shard has one writer at a time); threads
-    /// whose index is past the shards use `delivered`.
+    /// Counts made on publishers' threads (events accepted, inline deliveries) go to the
+    /// shard of the thread's slot index, with a plain load and store (each shard has one
+    /// writer at a time, and its own cache line); threads past the shards use the shared
+    /// counters.
     static constexpr std::size_t shards = 8;
     struct alignas(64) shard {
         std::atomic<std::uint64_t> delivered{0};
+        std::atomic<std::uint64_t> accepted{0};
     };
 
+    std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> discarded{0};
     std::atomic<std::uint64_t> dropped{0};
+    std::atomic<std::uint64_t> rejected{0};
+    std::atomic<std::uint64_t> conflated{0};
     std::atomic<std::uint64_t> retried{0};
     std::atomic<std::uint64_t> dead_lettered{0};
     std::atomic<std::uint64_t> expired{0};
 
-    shard inline_delivered[shards];
+    shard by_thread[shards];
 
     /// One inline delivery by the thread whose slot index is `index`.
-    void count_inline(std::uint32_t index) noexcept {
-        if (index < shards) {
-            auto& cell = inline_delivered[index].delivered;
-            cell.store(cell.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        } else {
-            delivered.fetch_add(1, std::memory_order_relaxed);
-        }
+    void count_inline(std::uint32_t index) noexcept { bump(index, &shard::delivered, delivered); }
+
+    /// One event accepted (the filter let it through) on the thread whose slot is `me`.
+    void count_accepted(const thread_slot* me) noexcept {
+        bump(me != nullptr ? me->index : shards, &shard::accepted, accepted);
     }
 
     [[nodiscard]] subscriber_counters read() const noexcept {
-        std::uint64_t all_delivered = delivered.load(std::memory_order_relaxed);
-        for (const auto& s : inline_delivered) {
-            all_delivered += s.delivered.load(std::memory_order_relaxed);
+        subscriber_counters out;
+        out.accepted = accepted.load(std::memory_order_relaxed);
+        out.delivered = delivered.load(std::memory_order_relaxed);
+        for (const auto& s : by_thread) {
+            out.accepted += s.accepted.load(std::memory_order_relaxed);
+            out.delivered += s.delivered.load(std::memory_order_relaxed);
         }
-        return {all_delivered,
-                failed.load(std::memory_order_relaxed),
-                discarded.load(std::memory_order_relaxed),
-                dropped.load(std::memory_order_relaxed),
-                retried.load(std::memory_order_relaxed),
-                dead_lettered.load(std::memory_order_relaxed),
-                expired.load(std::memory_order_relaxed)};
+        out.failed = failed.load(std::memory_order_relaxed);
+        out.discarded = discarded.load(std::memory_order_relaxed);
+        out.dropped = dropped.load(std::memory_order_relaxed);
+        out.rejected = rejected.load(std::memory_order_relaxed);
+        out.conflated = conflated.load(std::memory_order_relaxed);
+        out.retried = retried.load(std::memory_order_relaxed);
+        out.dead_lettered = dead_lettered.load(std::memory_order_relaxed);
+        out.expired = expired.load(std::memory_order_relaxed);
+        return out;
+    }
+
+private:
+    void bump(std::uint32_t index, std::atomic<std::uint64_t> shard::*cell, std::atomic<std::uint64_t>& shared) noexcept {
+        if (index < shards) {
+            auto& c = by_thread[index].*cell;
+            c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+            shared.fetch_add(1, std::memory_order_relaxed);
+        }
     }
 };
 
@@ -333,7 +358,7 @@ public:
     topic_core& operator=(const topic_core&) = delete;
 
     /// Removes a subscriber from the topic's list; idempotent.
-    virtual void remove(const subscriber_base& gone) = 0;
+    virtual void remove(const subscriber_core& gone) = 0;
     /// Every current subscriber (a copy; cold path).
     [[nodiscard]] virtual std::vector<std::shared_ptr<subscriber_base>> subscribers() const = 0;
 

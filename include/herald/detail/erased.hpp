@@ -186,7 +186,7 @@ struct lane_rules {
 class mailbox_base {
 public:
     /// Which implementation this is (the publish path calls a stream's put directly).
-    enum class kind : std::uint8_t { shared, stream, priority };
+    enum class kind : std::uint8_t { shared, stream, priority, ring, keyed };
 
     virtual ~mailbox_base() = default;
     explicit mailbox_base(kind k) noexcept : what(k) {}

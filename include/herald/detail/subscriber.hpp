@@ -1,25 +1,26 @@
-// A subscriber: a handler, its filter, its queue, and the gate that makes unsubscribe safe.
+// An async subscriber's two halves: what a publisher does with it (offer, put, wake) and
+// its strand (batches, going idle, giving a burst's memory back); and the handler type.
 //
 // Everything here except `subscriber_impl` is compiled once, whatever the topic: the
 // event type is reached through `envelope_ops`, the policy through `policy_info`, and the
 // queue through `mailbox_base` (see erased.hpp). Only `subscriber_impl<Event, Handler>`,
-// which calls the handler and the filter, is instantiated per subscription type.
+// which calls the handler and the filter, is instantiated per subscription type. The
+// layers below: subscriber_core.hpp (gate, calls), subscriber_delivery.hpp (outcomes,
+// retries, dead letters).
 #pragma once
 
 #include <herald/clock.hpp>
-#include <herald/config.hpp>
-#include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
+#include <herald/detail/flow_gate.hpp>
+#include <herald/detail/keyed_mailbox.hpp>
+#include <herald/detail/ring_mailbox.hpp>
 #include <herald/detail/stream_mailbox.hpp>
+#include <herald/detail/subscriber_delivery.hpp>
 #include <herald/detail/thread_slots.hpp>
-#include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
-#include <herald/errors.hpp>
 #include <herald/executor.hpp>
 #include <herald/outcome.hpp>
-#include <herald/policy/delivery_policy.hpp>
-#include <herald/publish_result.hpp>
 #include <herald/subscribe_options.hpp>
 
 #include <algorithm>
@@ -37,95 +38,17 @@
 
 namespace herald::detail {
 
-/// What the delivery code needs to know of a topic's policy, as run-time values (one
-/// constant per policy type, see `policy_info_of`).
-struct policy_info {
-    /// Failed deliveries are retried (`attempts` in all), then dead-lettered.
-    bool retrying = false;
-    std::uint32_t attempts = 0;
-    std::chrono::nanoseconds (*backoff)(std::uint32_t retry, std::uint64_t random) noexcept = nullptr;
-    bool (*should_retry)(const std::exception_ptr& error) noexcept = nullptr;
-    /// Events wait in one lane per priority level (`lanes.levels`).
-    bool prioritised = false;
-    lane_rules lanes{};
-    bool expired_to_dead_letters = false;
-    /// Failed or expired deliveries end up on the dead-letter topic.
-    bool has_dead_letters = false;
-};
-
-template <class Policy>
-struct policy_table {
-    static constexpr policy_info make() noexcept {
-        policy_info info;
-        if constexpr (retrying_policy<Policy>) {
-            static_assert(static_cast<std::uint64_t>(Policy::attempts) <= max_attempts_limit,
-                          "herald: a retrying policy allows at most 65535 attempts (P::attempts)");
-            info.retrying = true;
-            info.attempts = static_cast<std::uint32_t>(Policy::attempts);
-            info.backoff = [](std::uint32_t retry, std::uint64_t random) noexcept {
-                return Policy::backoff(retry, random);
-            };
-            info.should_retry = [](const std::exception_ptr& error) noexcept {
-                return static_cast<bool>(Policy::should_retry(error));
-            };
-            info.has_dead_letters = true;
-        }
-        if constexpr (prioritising_policy<Policy>) {
-            info.prioritised = true;
-            info.lanes.levels = static_cast<std::size_t>(Policy::levels);
-            info.lanes.aging_ns = Policy::aging_ns;
-            info.lanes.ttl_ns = Policy::ttl_ns;
-            info.expired_to_dead_letters = Policy::expired_to_dead_letters;
-            info.has_dead_letters = info.has_dead_letters || Policy::expired_to_dead_letters;
-        }
-        return info;
-    }
-    static constexpr policy_info value = make();
-};
-
-/// The run-time description of `Policy`.
-template <class Policy>
-const policy_info& policy_info_of() noexcept {
-    return policy_table<Policy>::value;
-}
-
-/// Everything a subscriber is made of, except its handler and filter.
-struct subscriber_setup {
-    std::string name;
-    delivery mode = delivery::async;
-    ordering order = ordering::serial;
-    tracked_objects track;
-    /// The executor it runs on (async) or retries on (inline).
-    executor* exec = nullptr;
-    std::shared_ptr<topic_core> topic;
-    const envelope_ops* ops = nullptr;
-    const policy_info* policy = nullptr;
-    /// The handler or the filter reads the envelope's metadata.
-    bool needs_envelope = false;
-    bool has_filter = false;
-    /// Async only: where its events wait.
-    std::unique_ptr<mailbox_base> box;
-};
-
-/// A subscriber of any topic: identity, lifetime gate, counters, queue, strand, retries.
-/// The topic's delivery policy decides what a failure leads to (a report, or a retry and
-/// eventually a dead letter) and how the queue is organised (one FIFO lane, or one lane
-/// per priority level).
-class subscriber_base : public task, public std::enable_shared_from_this<subscriber_base> {
+/// A subscriber of any topic: identity, lifetime gate and counters
+/// (`subscriber_core`), outcomes and retries (`subscriber_delivery`), and here its queue
+/// and strand. The topic's delivery policy decides what a failure leads to (a report, or
+/// a retry and eventually a dead letter) and how the queue is organised (one FIFO
+/// mailbox, or one per priority level).
+class subscriber_base : public subscriber_delivery, public task, public key_queue::handler {
 public:
     explicit subscriber_base(subscriber_setup&& setup)
-        : name(std::move(setup.name)),
-          mode(setup.mode),
-          needs_envelope(setup.needs_envelope),
-          order_(setup.order),
-          track_(std::move(setup.track)),
-          exec_(setup.exec),
-          topic_(setup.topic.get()),
-          topic_weak_(setup.topic),
-          bus_(setup.topic->bus),
-          ops_(*setup.ops),
-          policy_(*setup.policy),
-          has_filter_(setup.has_filter),
+        : subscriber_delivery(setup),
+          flow_(std::move(setup.flow)),
+          keys_(std::move(setup.keys)),
           box_(std::move(setup.box)) {
         live_.store(box_.get(), std::memory_order_release);
     }
@@ -137,64 +60,14 @@ public:
     subscriber_base(const subscriber_base&) = delete;
     subscriber_base& operator=(const subscriber_base&) = delete;
 
-    /// Stops delivery: after it returns no call of the handler or the filter is running
-    /// or will start, except calls running on this very thread (unsubscribe from inside
-    /// the handler). Called from inside user code that herald runs, it stops waiting when
-    /// another thread waits for a subscriber whose code this thread is running (two
-    /// handlers unsubscribing each other), instead of deadlocking. Queued events are
-    /// discarded (and counted) by the executor later.
-    void unsubscribe() noexcept {
-        expire();
-        wait_idle();
-    }
-
-    /// Stops delivery without waiting for running calls.
-    void close() noexcept { gate_.fetch_or(closed_bit, std::memory_order_acq_rel); }
-
-    [[nodiscard]] bool is_closed() const noexcept { return (gate_.load(std::memory_order_acquire) & closed_bit) != 0; }
-
-    /// Open, and no tracked object has died (a dead one closes the subscription now).
-    [[nodiscard]] bool is_live() noexcept {
-        if (is_closed()) {
-            return false;
-        }
-        if (!track_.is_empty() && track_.expired()) {
-            expire();
-            return false;
-        }
-        return true;
-    }
-
-    /// `is_live()` without closing anything (callers that hold the topic's mutex).
-    [[nodiscard]] bool looks_live() const noexcept { return !is_closed() && (track_.is_empty() || !track_.expired()); }
-
-    [[nodiscard]] subscriber_counters counters() const noexcept { return stats_->read(); }
-
-    /// The counters, shared with the subscription handle.
-    [[nodiscard]] std::shared_ptr<const counter_block> counter_handle() const noexcept { return stats_; }
-
-    /// True when some thread other than the caller waits in `unsubscribe()` for a
-    /// subscriber whose code the caller is running: waiting any longer could close a cycle.
-    static bool waited_for_by_others(const subscriber_base* waiting_on) noexcept {
-        for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
-            if (f->subscriber != nullptr) {
-                const std::uint32_t mine = f->subscriber == waiting_on ? 1U : 0U;
-                if (f->subscriber->waiters_.load(std::memory_order_seq_cst) > mine) {
-                    return true;
-                }
-            }
-        }
-        return false;
-    }
-
-    /// True when a filter was given.
-    [[nodiscard]] bool has_filter() const noexcept { return has_filter_; }
-
     /// What `offer` did with an event.
     enum class offered : std::uint8_t {
-        declined, ///< closed, a tracked object died, or the filter said no (or threw)
-        queued,   ///< this subscriber's copy waits in its queue
-        failed,   ///< the copy could not be made: a failed delivery, counted and reported
+        declined,      ///< closed, a tracked object died, or the filter said no (or threw)
+        queued,        ///< this subscriber's copy waits in its queue
+        failed,        ///< the copy could not be made: a failed delivery, counted and reported
+        refused,       ///< the mailbox was full (`reject`, or `block` that could not wait): counted
+        dropped,       ///< the mailbox was full and dropped the new event (`drop_newest`): counted
+        dead_lettered, ///< the mailbox was full and the event became a dead letter: counted
     };
 
     /// The async publish path for this subscriber, on the publisher's thread: decides
@@ -214,18 +87,31 @@ public:
                                          clock_source::time_point now, topic_core* count_in,
                                          std::uint8_t slot) noexcept {
         offered what = offered::declined;
+        bool must_wait = false;
         with_entry([&](caller /*who*/, std::uint32_t /*shard*/) __attribute__((always_inline)) {
             if (!passes(env)) {
                 return;
             }
+            stats_->count_accepted(current_slot);
             if (count_in != nullptr) {
                 count_in->add_flight(slot);
             }
-            what = put(env, move, level, now) ? offered::queued : offered::failed;
-            if (what == offered::failed && count_in != nullptr) {
+            if (flow_ && !flow_->try_reserve()) [[unlikely]] {
+                must_wait = flow_->rule() == overflow::block && !inside_handler_of(bus_);
+                if (must_wait) {
+                    return; // waits below, without holding the registration
+                }
+                what = overflowed(env);
+            } else {
+                what = put_reserved(env, move, level, now);
+            }
+            if (what != offered::queued && count_in != nullptr) {
                 count_in->end_flight(slot);
             }
         });
+        if (must_wait) [[unlikely]] {
+            what = offer_when_room(env, move, level, now, count_in, slot);
+        }
         if (what == offered::queued && order_ == ordering::concurrent) {
             reschedule();
         }
@@ -244,35 +130,36 @@ public:
         }
     }
 
-    /// Inline delivery on the publisher's thread; the envelope is shared with other
-    /// subscribers, so by-value handlers get a copy. The filter and the handler run in
-    /// one registration (and under one lock of the tracked objects). A failure on a
-    /// retrying topic schedules the retry (counted in the publish's drain slot) or
-    /// dead-letters.
-    [[gnu::always_inline]] void deliver_inline(envelope_base& env, publish_result& result) noexcept {
-        call_failure why;
-        outcome_kind got = outcome_kind::skipped;
-        // Inlined by force: this is the per-subscriber cost of an inline publish.
-        with_entry([&](caller who, std::uint32_t shard) __attribute__((always_inline)) {
-            if (!track_.is_empty()) {
-                got = inline_tracked(env, who, why, shard);
-            } else if (!has_filter_ || run_filter(env)) {
-                got = run_call(env, false, who, why, shard);
-            }
-        });
-        switch (got) {
-        case outcome_kind::handled:
-            ++result.handled_inline;
-            break;
-        case outcome_kind::failed:
-            ++result.failed_inline;
-            if (policy_.retrying && !settle_failure(env, why, true, false)) {
-                ++result.retrying_inline;
-            }
-            break;
-        case outcome_kind::skipped:
-            break;
+    /// What the mailbox holds now, for statistics (see `subscription_stats`).
+    struct mailbox_gauges {
+        std::size_t waiting = 0;
+        std::size_t capacity = 0;
+        std::size_t high_water = 0;
+        std::uint64_t blocked_ns = 0;
+    };
+
+    /// The mailbox's gauges; any thread. An unbounded mailbox is read under a gate
+    /// count, so that the strand cannot free it meanwhile (see `retired_is_sealed`).
+    [[nodiscard]] mailbox_gauges gauges() noexcept {
+        mailbox_gauges g;
+        if (flow_) {
+            g.waiting = flow_->waiting();
+            g.capacity = flow_->capacity();
+            g.high_water = flow_->high_water();
+            g.blocked_ns = flow_->blocked_ns();
+            return g;
         }
+        if (!box_ || mode != delivery::async) {
+            return g;
+        }
+        gate_.fetch_add(1, std::memory_order_acq_rel);
+        const mailbox_base* live = live_.load(std::memory_order_acquire);
+        g.waiting = live->size_approx();
+        g.capacity = live->what == mailbox_base::kind::ring ? static_cast<const ring_mailbox*>(live)->capacity()
+                                                            : herald::unbounded;
+        leave();
+        g.high_water = std::max(g.waiting, high_water_.load(std::memory_order_relaxed));
+        return g;
     }
 
     /// Executor entry point: handles a batch (serial) or one event (concurrent).
@@ -287,7 +174,11 @@ public:
         // before every call.
         const bool open = enter();
         batch_tally tally;
-        peak_ = std::max(peak_, static_cast<std::int64_t>(box_->size_approx()));
+        const auto backlog = static_cast<std::int64_t>(box_->size_approx());
+        peak_ = std::max(peak_, backlog);
+        if (static_cast<std::size_t>(backlog) > high_water_.load(std::memory_order_relaxed)) {
+            high_water_.store(static_cast<std::size_t>(backlog), std::memory_order_relaxed);
+        }
         {
             // The strand holds one gate count for the whole batch.
             const frame_scope holder(this, bus_, open);
@@ -311,218 +202,26 @@ public:
         }
     }
 
-    const std::string name;
-    const delivery mode;
-    /// True when the handler or the filter reads the envelope's metadata.
-    const bool needs_envelope;
-
 protected:
-    /// Calls the user's handler; `owned` says the envelope may be moved from. Returns
-    /// true on success; false after storing a non-ack outcome the handler returned.
-    virtual bool invoke(envelope_base& env, bool owned, std::optional<outcome>& told) = 0;
-    /// Calls the user's filter (only when one was given).
-    virtual bool test(const envelope_base& env) = 0;
-
-private:
-    enum class outcome_kind { handled, failed, skipped };
-
-    /// Who runs a call, which decides how it is counted. `strand`: the only thread running
-    /// this subscriber now (a serial strand), so the delivery counter needs no locked
-    /// instruction; `announced`: an inline call announced in the thread's slot (counted
-    /// in the thread's shard); `any`: anything else.
-    enum class caller : std::uint8_t { any, strand, announced };
-
-    /// Runs `body(who, shard)` registered as a caller of this subscriber, so that
-    /// `unsubscribe()` waits for it; does nothing and returns false once closed. The
-    /// registration is an announcement in the thread's slot (a store, a compiler barrier
-    /// and a load, found by `wait_for_inline_calls`) or, without a slot or past its
-    /// depth, a count in the gate.
-    template <class Body>
-    [[gnu::always_inline]] bool with_entry(Body&& body) noexcept {
-        thread_slot* me = current_slot;
-        if (me == nullptr || me->calls == thread_slot::depth) {
-            if (!enter()) {
-                return false;
-            }
-            // Orders the gate count before what the body reads (a strand replacing its
-            // mailbox checks the count after publishing the new one).
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            {
-                const frame_scope holder(this, bus_, true);
-                body(caller::any, std::uint32_t{0});
-            }
-            leave();
-            return true;
-        }
-        auto& entry = me->calling[me->calls++];
-        entry.store(this, std::memory_order_relaxed);
-        fences::light();
-        const bool open = !is_closed();
-        if (open) {
-            body(caller::announced, me->index);
-        }
-        entry.store(nullptr, std::memory_order_release);
-        --me->calls;
-        return open;
-    }
-
-    /// Runs the handler for a caller that holds the gate or announced the call; `shard`
-    /// is the announcing thread's slot index. Tracked objects are locked for the call;
-    /// one that died closes the subscription and skips it.
-    outcome_kind call_entered(envelope_base& env, bool owned, caller who, call_failure& why,
-                              std::uint32_t shard = 0) noexcept {
-        if (!track_.is_empty()) {
-            return call_tracked(env, owned, who, why, shard);
-        }
-        return run_call(env, owned, who, why, shard);
-    }
-
-    /// The call itself, its counting and its failure report.
-    [[gnu::always_inline]] outcome_kind run_call(envelope_base& env, bool owned, caller who, call_failure& why,
-                                                 std::uint32_t shard) noexcept {
-        bool acked = false;
-        {
-            const frame_scope frame(this, bus_, false);
-            try {
-                acked = invoke(env, owned, why.told);
-            } catch (...) {
-                why.error = std::current_exception();
-            }
-        }
-        if (!acked) {
-            fail(meta_of(env), why);
-            return outcome_kind::failed;
-        }
-        switch (who) {
-        case caller::strand:
-            stats_->delivered.store(stats_->delivered.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-            break;
-        case caller::announced:
-            stats_->count_inline(shard);
-            break;
-        case caller::any:
-            stats_->delivered.fetch_add(1, std::memory_order_relaxed);
-            break;
-        }
-        return outcome_kind::handled;
-    }
-
-    /// `call_entered` for a subscription with tracked objects. (Kept apart so the
-    /// untracked path does not reserve, and zero, the guard's storage on every call.)
-    [[gnu::noinline]] outcome_kind call_tracked(envelope_base& env, bool owned, caller who, call_failure& why,
-                                                std::uint32_t shard) noexcept {
-        const tracking_guard pins(track_);
-        if (pins.is_expired()) {
-            expire();
-            return outcome_kind::skipped;
-        }
-        return run_call(env, owned, who, why, shard);
-    }
-
-    /// An inline call of a tracked subscription: filter and handler under one lock.
-    [[gnu::noinline]] outcome_kind inline_tracked(envelope_base& env, caller who, call_failure& why,
-                                                  std::uint32_t shard) noexcept {
-        const tracking_guard pins(track_);
-        if (pins.is_expired()) {
-            expire();
-            return outcome_kind::skipped;
-        }
-        if (has_filter_ && !run_filter(env)) {
-            return outcome_kind::skipped;
-        }
-        return run_call(env, false, who, why, shard);
-    }
-
-    /// Whether tracked objects are alive and the filter accepts; runs inside an entry.
-    /// Tracked objects stay locked while the filter runs.
-    bool passes(const envelope_base& env) noexcept {
-        if (!track_.is_empty()) {
-            return passes_tracked(env);
-        }
-        return !has_filter_ || run_filter(env);
-    }
-
-    [[gnu::noinline]] bool passes_tracked(const envelope_base& env) noexcept {
-        const tracking_guard pins(track_);
-        if (pins.is_expired()) {
-            expire();
+    bool requeue(envelope_base& env) noexcept override {
+        const std::size_t level = env.priority();
+        bool copied = false;
+        const bool open = with_entry(
+            [&](caller /*who*/, std::uint32_t /*shard*/) { copied = put(env, true, level, bus_->clock->now()); });
+        if (!open) {
+            count_discarded(); // unsubscribed while the retry waited
             return false;
         }
-        return !has_filter_ || run_filter(env);
-    }
-
-    /// Applies the filter; one that throws is a failed delivery (counted, reported).
-    bool run_filter(const envelope_base& env) noexcept {
-        try {
-            const frame_scope frame(this, bus_, false);
-            return test(env);
-        } catch (...) {
-            fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
-            return false;
+        if (!copied) {
+            return false; // the copy failed: counted and reported as a failure
         }
-    }
-
-    /// A failed delivery: counted, and reported to the error handler.
-    void fail(const envelope_meta& meta, const call_failure& why) noexcept {
-        stats_->failed.fetch_add(1, std::memory_order_relaxed);
-        report(meta, why);
-    }
-
-    void report(const envelope_meta& meta, const call_failure& why) noexcept {
-        std::string_view reason;
-        if (why.told) {
-            reason = why.told->reason();
-        }
-        // The error handler is user code of this bus: drain() inside it must refuse.
-        const frame_scope frame(this, bus_, false);
-        bus_->report(
-            delivery_error{topic_->where.topic, name, meta.id, meta.sequence, meta.attempt, why.error, reason});
-    }
-
-    void count_discarded() noexcept { stats_->discarded.fetch_add(1, std::memory_order_relaxed); }
-
-    /// A queued delivery dropped by `shutdown(discard)`: counted for the subscriber and the bus.
-    void count_dropped() noexcept {
-        stats_->dropped.fetch_add(1, std::memory_order_relaxed);
-        bus_->dropped.fetch_add(1, std::memory_order_relaxed);
-    }
-
-    /// Registers a caller with the gate; false (and nothing to undo) once closed.
-    bool enter() noexcept {
-        if ((gate_.fetch_add(1, std::memory_order_acq_rel) & closed_bit) != 0) {
-            leave();
-            return false;
-        }
+        after_put();
         return true;
     }
 
-    void leave() noexcept {
-        if ((gate_.fetch_sub(1, std::memory_order_acq_rel) & closed_bit) != 0) {
-            gate_.notify_all();
-        }
-    }
-
-    /// Closes the gate and leaves the topic's list, without waiting (a tracked object
-    /// died during a call, or the first half of unsubscribe).
-    void expire() noexcept {
-        close();
-        if (auto t = topic_weak_.lock()) {
-            try {
-                t->remove(*this);
-            } catch (...) {
-                // Removal only allocates a smaller list; if that fails the closed gate
-                // still keeps the handler from running.
-            }
-        }
-    }
-
-    /// True when the gate holds more counts than `own` (registrations of other callers).
-    [[nodiscard]] bool has_other_entries(std::uint32_t own) const noexcept {
-        return (gate_.load(std::memory_order_seq_cst) & count_mask) > own;
-    }
-
+private:
     /// Posts this subscriber to its executor.
-    void schedule() { exec_->post(shared_from_this()); }
+    void schedule() { exec_->post(std::static_pointer_cast<subscriber_base>(shared_from_this())); }
 
     /// Posts the subscriber; the caller owns its strand (or, concurrent, one delivery).
     void reschedule() noexcept {
@@ -542,6 +241,10 @@ private:
         try {
             if (box.what == mailbox_base::kind::stream) {
                 static_cast<stream_mailbox&>(box).put_here(env, move, now);
+            } else if (box.what == mailbox_base::kind::ring) {
+                push_ring(static_cast<ring_mailbox&>(box), env, move);
+            } else if (box.what == mailbox_base::kind::keyed) {
+                push_keyed(static_cast<keyed_mailbox&>(box), env, move);
             } else {
                 box.put(env, move, level, now);
             }
@@ -551,6 +254,139 @@ private:
             return false;
         }
         return true;
+    }
+
+    /// Puts an event whose place (if bounded) is taken; gives the place back on failure.
+    [[gnu::always_inline]] offered put_reserved(envelope_base& env, bool move, std::size_t level,
+                                                clock_source::time_point now) noexcept {
+        if (put(env, move, level, now)) [[likely]] {
+            return offered::queued;
+        }
+        if (flow_) {
+            flow_->release(1);
+        }
+        return offered::failed;
+    }
+
+    /// `overflow::block` on a full mailbox: waits for a place without holding the
+    /// publisher's registration (so `unsubscribe()` does not wait for a blocked
+    /// publisher), then registers again to put. Refused when the time runs out; discarded
+    /// when the subscriber closed meanwhile. The accepted count and the drain count
+    /// (`count_in`) were taken before.
+    [[gnu::cold, gnu::noinline]] offered offer_when_room(envelope_base& env, bool move, std::size_t level,
+                                                         clock_source::time_point now, topic_core* count_in,
+                                                         std::uint8_t slot) noexcept {
+        offered what = offered::refused;
+        if (flow_->wait_for_room()) {
+            what = offered::declined;
+            const bool open = with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
+                what = put_reserved(env, move, level, now);
+            });
+            if (!open) {
+                flow_->release(1);
+                count_discarded();
+            }
+        } else {
+            stats_->rejected.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (what != offered::queued && count_in != nullptr) {
+            count_in->end_flight(slot);
+        }
+        return what;
+    }
+
+    /// A full bounded mailbox met one more event: applies the overflow rule (counted).
+    [[gnu::cold, gnu::noinline]] offered overflowed(envelope_base& env) noexcept {
+        switch (flow_->rule()) {
+        case overflow::drop_newest:
+        case overflow::drop_oldest: // a mailbox that can drop its oldest never gets here
+        case overflow::conflate:
+            stats_->dropped.fetch_add(1, std::memory_order_relaxed);
+            return offered::dropped;
+        case overflow::dead_letter: {
+            call_failure why;
+            why.told.emplace(nack("the subscriber's mailbox was full"));
+            to_dead_letters(env, why, dead_letter_reason::overflow, 0);
+            return offered::dead_lettered;
+        }
+        case overflow::block:
+        case overflow::reject:
+            break;
+        }
+        stats_->rejected.fetch_add(1, std::memory_order_relaxed);
+        return offered::refused;
+    }
+
+    /// Puts into a ring mailbox (drop-oldest or conflating); what it pushed out is counted
+    /// and its drain count ended here, outside the ring's lock. Throws like a put.
+    void push_ring(ring_mailbox& ring, envelope_base& env, bool move) {
+        std::unique_ptr<stored_key> key;
+        if (keys_) {
+            key = keys_->extract(env);
+        }
+        ring_mailbox::displaced out;
+        ring.push(env, move, std::move(key), out);
+        if (out.env) {
+            (out.conflated ? stats_->conflated : stats_->dropped).fetch_add(1, std::memory_order_relaxed);
+            topic_->end_flight(envelope_access::epoch(*out.env));
+        }
+    }
+
+    /// Puts into a keyed mailbox; a key that was idle gets its queue posted. Throws like
+    /// a put (the key's extraction too).
+    void push_keyed(keyed_mailbox& keyed, envelope_base& env, bool move) {
+        std::unique_ptr<stored_key> key = keys_->extract(env);
+        std::shared_ptr<key_queue> idle =
+            keyed.push(env, move, std::move(key), std::static_pointer_cast<subscriber_base>(shared_from_this()));
+        if (idle) {
+            reschedule_keyed(idle);
+        }
+    }
+
+    void handle_keyed(envelope_base& env) noexcept override {
+        const std::uint8_t slot = envelope_access::epoch(env);
+        if (process(env, {}, true, enter(), false)) {
+            topic_->end_flight(slot);
+        }
+    }
+
+    /// Posts a key queue; when the executor refuses, fails every event waiting for that
+    /// key (reported with the executor's exception, like a refused strand) and tries to
+    /// post again for what arrived meanwhile.
+    void reschedule_keyed(const std::shared_ptr<key_queue>& queue) noexcept override {
+        try {
+            exec_->post(queue);
+        } catch (...) {
+            refused_key(queue, std::current_exception());
+        }
+    }
+
+    void left_keyed(std::size_t count) noexcept override {
+        if (flow_) {
+            flow_->release(count);
+        }
+    }
+
+    [[gnu::cold, gnu::noinline]] void refused_key(const std::shared_ptr<key_queue>& queue,
+                                                  std::exception_ptr error) noexcept {
+        std::size_t failed = 0;
+        queue->drain_each([&](envelope_base& env) {
+            const std::uint8_t slot = envelope_access::epoch(env);
+            if (fail_item(env, error)) {
+                topic_->end_flight(slot);
+            }
+            ++failed;
+        });
+        left_keyed(failed);
+    }
+
+    /// Takes `count` items of `box`'s chunk out (destroying them) and gives their places
+    /// in a bounded mailbox back.
+    void release(mailbox_base& box, std::size_t count) noexcept {
+        box.release_chunk(count);
+        if (flow_) {
+            flow_->release(count);
+        }
     }
 
     /// After a put: schedules the subscriber if nobody else will. A serial subscriber
@@ -640,7 +476,7 @@ private:
             for (std::size_t i = 0; i < got; ++i) {
                 account(box_->at(i), box_->enqueued(i), open, tally);
             }
-            box_->release_chunk(got);
+            release(*box_, got);
         }
     }
 
@@ -651,7 +487,7 @@ private:
             return false;
         }
         handle(box.at(0), box.enqueued(0));
-        box.release_chunk(1);
+        release(box, 1);
         return true;
     }
 
@@ -673,7 +509,7 @@ private:
             while (take_one(*retired_, handle)) {
             }
             account(box_->at(0), box_->enqueued(0), open, tally);
-            box_->release_chunk(1);
+            release(*box_, 1);
         }
     }
 
@@ -683,7 +519,7 @@ private:
     /// thread slot). The heavy fence in `maybe_shrink` made every later registration
     /// read the new mailbox.
     [[nodiscard]] bool retired_is_sealed(bool open) const noexcept {
-        return !has_other_entries(open ? 1U : 0U) && !someone_calls(this);
+        return !has_other_entries(open ? 1U : 0U) && !someone_calls(static_cast<const subscriber_core*>(this));
     }
 
     /// Frees the retired mailbox once sealed, after handling what is left in it.
@@ -771,53 +607,13 @@ private:
             reschedule();
             return;
         }
+        if (flow_) {
+            flow_->release(1);
+        }
         const std::uint8_t slot = envelope_access::epoch(item.envelope());
         if (process(item.envelope(), item.enqueued(), true, enter(), false)) {
             topic_->end_flight(slot);
         }
-    }
-
-    /// Handles (or drops) one item: a queued one (`queued`, which waited since
-    /// `enqueued`) or an inline subscriber's retry. `entered` says the caller holds the
-    /// gate; `strand` says the caller is the only thread running this subscriber, and
-    /// that it keeps the gate (otherwise the gate is left here). The caller owns `env`.
-    /// Returns true when the delivery reached its final outcome, false when a retry now
-    /// holds it.
-    bool process(envelope_base& env, clock_source::time_point enqueued, bool queued, bool entered,
-                 bool strand) noexcept {
-        if (!entered || strand) {
-            return process_entered(env, enqueued, queued, entered, strand); // a strand's frame is its batch's
-        }
-        bool final = true;
-        {
-            const frame_scope holder(this, bus_, true);
-            final = process_entered(env, enqueued, queued, true, false);
-        }
-        leave();
-        return final;
-    }
-
-    bool process_entered(envelope_base& env, clock_source::time_point enqueued, bool queued, bool entered,
-                         bool strand) noexcept {
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
-            return true;
-        }
-        if (!entered || is_closed()) {
-            count_discarded();
-            return true;
-        }
-        if (queued && expired(enqueued)) {
-            return expire_item(env);
-        }
-        call_failure why;
-        const outcome_kind result = call_entered(env, !policy_.retrying, strand ? caller::strand : caller::any, why);
-        if (result == outcome_kind::skipped) {
-            count_discarded();
-        } else if (policy_.retrying && result == outcome_kind::failed) {
-            return settle_failure(env, why, false, true);
-        }
-        return true;
     }
 
     /// The executor refused to run this subscriber (`post` threw): rather than leave
@@ -830,6 +626,9 @@ private:
             taken_item item;
             while (!box_->take_shared(item)) {
                 cpu_pause(); // the delivery this post was for is in the queue
+            }
+            if (flow_) {
+                flow_->release(1);
             }
             if (fail_item(item.envelope(), error)) {
                 topic_->end_flight(envelope_access::epoch(item.envelope()));
@@ -868,246 +667,13 @@ private:
         }
     }
 
-    /// One delivery that could not be scheduled: a failure, like a throwing handler.
-    bool fail_item(envelope_base& env, const std::exception_ptr& error) noexcept {
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
-            return true;
-        }
-        if (is_closed()) {
-            count_discarded();
-            return true;
-        }
-        const call_failure why{error, std::nullopt};
-        fail(meta_of(env), why);
-        return settle_failure(env, why, false, true);
-    }
-
-    /// Whether a queued item outlived its time-to-live (priority lanes only; a retry of
-    /// an inline subscriber carries no queue time and never expires).
-    [[nodiscard]] bool expired(clock_source::time_point enqueued) const noexcept {
-        return policy_.lanes.ttl_ns > 0 && (bus_->clock->now() - enqueued).count() >= policy_.lanes.ttl_ns;
-    }
-
-    /// An event outlived its time-to-live: dropped and counted, or dead-lettered.
-    bool expire_item(envelope_base& env) noexcept {
-        stats_->expired.fetch_add(1, std::memory_order_relaxed);
-        if (policy_.expired_to_dead_letters) {
-            to_dead_letters(env, call_failure{}, dead_letter_reason::expired, env.attempt() - 1);
-        }
-        return true;
-    }
-
-    /// After a failed attempt on a retrying topic: schedules the next attempt, or
-    /// dead-letters. `from_inline` says the failure happened on the publisher's thread
-    /// (the retry then runs on the bus's default pool); `owned` says the caller owns
-    /// `env`, so the retry may move it (otherwise it copies). Returns true when the
-    /// delivery is final (dead-lettered), false when a retry was scheduled.
-    bool settle_failure(envelope_base& env, const call_failure& why, bool from_inline, bool owned) noexcept {
-        if (!policy_.retrying) {
-            return true;
-        }
-        const std::uint32_t attempt = env.attempt();
-        const bool rejected =
-            (why.told && why.told->what() == outcome::kind::reject) || (why.error && !policy_.should_retry(why.error));
-        dead_letter_reason reason = rejected ? dead_letter_reason::rejected : dead_letter_reason::attempts_exhausted;
-        boxed_envelope kept;
-        if (!rejected && attempt < policy_.attempts) {
-            reason = dead_letter_reason::shutdown;
-            if (!bus_->stopped.load(std::memory_order_acquire)) {
-                const std::uint64_t random = mix64(env.id().low ^ mix64(env.id().high ^ attempt));
-                const auto wait = why.told && why.told->what() == outcome::kind::retry_after
-                                      ? why.told->wait()
-                                      : policy_.backoff(attempt, random);
-                if (schedule_retry(env, owned, wait, from_inline, kept)) {
-                    return false;
-                }
-            }
-        }
-        to_dead_letters(kept ? *kept : env, why, reason, attempt);
-        return true;
-    }
-
-    void to_dead_letters(const envelope_base& env, const call_failure& why, dead_letter_reason reason,
-                         std::uint32_t attempts) noexcept {
-        stats_->dead_lettered.fetch_add(1, std::memory_order_relaxed);
-        topic_->dead_letter(env, name, attempts, reason, why);
-    }
-
-    /// A retry waiting for its time. With a real clock it keeps the delivery counted for
-    /// drain(); with a manual clock it lets go (drain() does not wait for a test to move
-    /// time) and counts itself again when it fires.
-    class retry_task final : public timed_task {
-    public:
-        retry_task(std::shared_ptr<subscriber_base> target, boxed_envelope&& env, bool holds_flight)
-            : target_(std::move(target)), env_(std::move(env)), holds_flight_(holds_flight) {}
-
-        void fire() noexcept override { target_->redeliver(env_, holds_flight_); }
-        void cancel() noexcept override { target_->cancel_retry(*env_, holds_flight_); }
-        /// Gives the envelope back (the service refused the task).
-        boxed_envelope release() noexcept { return std::move(env_); }
-
-    private:
-        std::shared_ptr<subscriber_base> target_;
-        boxed_envelope env_;
-        bool holds_flight_;
-    };
-
-    /// One retry of an inline subscriber, run on the bus's default pool.
-    class inline_retry final : public task {
-    public:
-        inline_retry(std::shared_ptr<subscriber_base> target, boxed_envelope&& env)
-            : target_(std::move(target)), env_(std::move(env)) {}
-        void run() noexcept override { target_->retry_now(*env_); }
-        envelope_base& held() noexcept { return *env_; }
-
-    private:
-        std::shared_ptr<subscriber_base> target_;
-        boxed_envelope env_;
-    };
-
-    /// Hands a heap copy of `env` (a move when `owned`) to a timer that redelivers it
-    /// after `wait`. Returns false when the timers are closed or memory ran out; the
-    /// envelope is then in `kept` (or still in `env`).
-    bool schedule_retry(envelope_base& env, bool owned, std::chrono::nanoseconds wait, bool from_inline,
-                        boxed_envelope& kept) noexcept {
-        const bool manual = bus_->clock->is_manual();
-        const std::uint8_t slot = envelope_access::epoch(env);
-        // A failure of an async delivery already holds its drain count; an inline one
-        // counts the retry in the slot the publish's guard holds.
-        if (from_inline && !manual) {
-            topic_->add_flight(slot);
-        }
-        try {
-            kept = boxed_envelope::of(ops_, env, owned);
-            std::unique_ptr<timed_task> task =
-                std::make_unique<retry_task>(shared_from_this(), std::move(kept), !manual);
-            if (bus_->timers.schedule(saturating_add(bus_->clock->now(), wait), task)) {
-                stats_->retried.fetch_add(1, std::memory_order_relaxed);
-                if (manual && !from_inline) {
-                    topic_->end_flight(slot);
-                }
-                return true;
-            }
-            kept = static_cast<retry_task&>(*task).release();
-        } catch (...) {
-            // Out of memory (or the event's copy threw): the retry cannot be kept; the
-            // caller dead-letters.
-        }
-        if (from_inline && !manual) {
-            topic_->end_flight(slot);
-        }
-        return false;
-    }
-
-    /// The timer fired: queue the event again (async) or run it on the default pool
-    /// (inline subscribers).
-    void redeliver(boxed_envelope& held, bool holds_flight) noexcept {
-        envelope_base& env = *held;
-        envelope_access::set_attempt(env, env.attempt() + 1);
-        std::uint8_t slot = envelope_access::epoch(env);
-        if (!holds_flight) {
-            slot = topic_->begin_flight(1, current_slot);
-            envelope_access::set_epoch(env, slot);
-        }
-        if (mode == delivery::async) {
-            const std::size_t level = env.priority();
-            bool copied = false;
-            const bool open = with_entry(
-                [&](caller /*who*/, std::uint32_t /*shard*/) { copied = put(env, true, level, bus_->clock->now()); });
-            if (!open) {
-                count_discarded(); // unsubscribed while the retry waited
-                topic_->end_flight(slot);
-            } else if (!copied) {
-                topic_->end_flight(slot); // the copy failed: counted and reported as a failure
-            } else {
-                after_put();
-            }
-            return;
-        }
-        std::shared_ptr<inline_retry> task;
-        try {
-            task = std::make_shared<inline_retry>(shared_from_this(), std::move(held));
-            exec_->post(task);
-        } catch (...) {
-            // The default pool refused the retry: a failed attempt like any other.
-            envelope_base& left = task ? task->held() : env;
-            const call_failure why{std::current_exception(), std::nullopt};
-            fail(meta_of(left), why);
-            if (settle_failure(left, why, false, true)) {
-                topic_->end_flight(slot);
-            }
-        }
-    }
-
-    /// An inline subscriber's retry, on a worker of the default pool.
-    void retry_now(envelope_base& env) noexcept {
-        const std::uint8_t slot = envelope_access::epoch(env);
-        if (process(env, {}, false, enter(), false)) {
-            topic_->end_flight(slot);
-        }
-    }
-
-    /// The bus shut down while the retry waited: dead-lettered with reason `shutdown`
-    /// (with `herald::drain`), or dropped and counted (with `herald::discard`).
-    void cancel_retry(envelope_base& env, bool holds_flight) noexcept {
-        if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
-        } else {
-            call_failure why;
-            why.told.emplace(nack("the bus shut down while the retry waited"));
-            to_dead_letters(env, why, dead_letter_reason::shutdown, env.attempt());
-        }
-        if (holds_flight) {
-            topic_->end_flight(envelope_access::epoch(env));
-        }
-    }
-
-    /// Waits for the calls that hold the gate (except this thread's own), then for the
-    /// calls announced on other threads. A thread that runs no user code of herald's
-    /// holds nothing anyone could wait for, so it simply sleeps; one inside a handler
-    /// polls, and gives up when waiting could deadlock (see `waited_for_by_others`).
-    void wait_idle() noexcept {
-        const std::uint32_t own = gated_frames_of(this);
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
-        if (current_frame == nullptr) {
-            for (auto v = gate_.load(std::memory_order_acquire); (v & count_mask) > own;
-                 v = gate_.load(std::memory_order_acquire)) {
-                gate_.wait(v, std::memory_order_acquire);
-            }
-        } else {
-            for (int spins = 0; (gate_.load(std::memory_order_acquire) & count_mask) > own; ++spins) {
-                if (waited_for_by_others(this)) {
-                    waiters_.fetch_sub(1, std::memory_order_seq_cst);
-                    return;
-                }
-                patience(spins);
-            }
-        }
-        // Inline calls, filters and puts into the queue run announced on publishers' threads.
-        wait_for_inline_calls(this, [this] { return current_frame != nullptr && waited_for_by_others(this); });
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-
-    static constexpr std::uint32_t closed_bit = 1U << 31U;
-    static constexpr std::uint32_t count_mask = closed_bit - 1U;
-
-    const ordering order_;
-    tracked_objects track_;
-    executor* const exec_;
-    topic_core* const topic_;
-    std::weak_ptr<topic_core> topic_weak_;
-    bus_core* const bus_;
-    const envelope_ops& ops_;
-    const policy_info& policy_;
-    const bool has_filter_;
+    /// Bounded mailboxes (other than ring ones): the capacity and the overflow rule.
+    const std::unique_ptr<flow_gate> flow_;
+    /// The key extractor (conflating and keyed subscribers).
+    const std::shared_ptr<const key_rules> keys_;
     /// Serial only: 1 while the strand is posted or running (whoever sets it schedules
     /// it), 0 while it is idle. Alone on its line: publishers read it on every put.
     alignas(64) std::atomic<std::uint32_t> scheduled_{0};
-    alignas(64) std::atomic<std::uint32_t> gate_{0};
-    /// Threads waiting in `unsubscribe()` for this subscriber's calls.
-    std::atomic<std::uint32_t> waiters_{0};
-    const std::shared_ptr<counter_block> stats_ = std::make_shared<counter_block>();
     /// The mailbox the strand (or a concurrent subscriber's workers) takes from, and the
     /// one publishers put into (the same, except while a replaced one is retired).
     std::unique_ptr<mailbox_base> box_;
@@ -1115,6 +681,8 @@ private:
     /// Strand only: a replaced mailbox that publishers may still have been putting into;
     /// drained before `box_`, freed once no publisher can reach it.
     std::unique_ptr<mailbox_base> retired_;
+    /// The largest backlog a batch of the strand started with (unbounded mailboxes).
+    std::atomic<std::size_t> high_water_{0};
     /// Strand only: how many items the last batch handled.
     std::int64_t last_run_ = 0;
     /// Strand only: the largest backlog seen since the mailbox was last replaced.

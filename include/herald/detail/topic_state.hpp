@@ -184,8 +184,8 @@ public:
                         subscriber.wake_if_idle();
                     }
                 }
-            } else if (offered == subscriber_base::offered::failed) {
-                ++result.failed_to_queue;
+            } else if (offered != subscriber_base::offered::declined) [[unlikely]] {
+                note_not_queued(result, offered, subscriber.name);
             }
         }
         if (to_wake != 0) {
@@ -210,17 +210,18 @@ public:
         subscribers_.store(std::move(next));
     }
 
-    void remove(const subscriber_base& gone) override {
+    void remove(const subscriber_core& gone) override {
         std::lock_guard lock(mutex_);
         const auto current = subscribers_.copy();
         const auto& items = current->items;
-        if (std::none_of(items.begin(), items.end(), [&](const auto& s) { return s.get() == &gone; })) {
+        if (std::none_of(items.begin(), items.end(),
+                         [&](const auto& s) { return static_cast<const subscriber_core*>(s.get()) == &gone; })) {
             return;
         }
         auto next = std::make_shared<list>();
         next->items.reserve(items.size() - 1);
         for (const auto& s : items) {
-            if (s.get() != &gone) {
+            if (static_cast<const subscriber_core*>(s.get()) != &gone) {
                 next->add(s, rules.retrying);
             }
         }
@@ -250,6 +251,31 @@ public:
     const policy_info& rules;
 
 private:
+    /// Counts in `result` an async subscriber that did not queue the event.
+    [[gnu::cold, gnu::noinline]] static void note_not_queued(publish_result& result, subscriber_base::offered why,
+                                                            const std::string& who) noexcept {
+        switch (why) {
+        case subscriber_base::offered::failed:
+            ++result.failed_to_queue;
+            break;
+        case subscriber_base::offered::refused:
+            ++result.refused;
+            try {
+                result.refused_by.push_back(who);
+            } catch (...) {
+                // Out of memory: the count still says it.
+            }
+            break;
+        case subscriber_base::offered::dropped:
+        case subscriber_base::offered::dead_lettered:
+            ++result.overflowed;
+            break;
+        case subscriber_base::offered::declined:
+        case subscriber_base::offered::queued:
+            break;
+        }
+    }
+
     /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
     [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
         throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +

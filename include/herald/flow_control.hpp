@@ -1,0 +1,141 @@
+// Flow control: how many events may wait for a subscriber, what a full mailbox does with
+// one more, and the key that orders or conflates events.
+#pragma once
+
+#include <herald/envelope.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace herald {
+
+/// A mailbox capacity meaning "no bound" (`subscribe_options::capacity`,
+/// `bus_options::default_capacity`).
+inline constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+
+/// What a subscriber's full mailbox does with one more event (see docs/flow-control.md).
+/// Whatever it does is counted in the subscription's statistics; nothing is lost
+/// silently.
+enum class overflow : std::uint8_t {
+    /// The publisher waits for room, up to `subscribe_options::block_timeout`, then the
+    /// event is refused as with `reject`. A publish from inside a handler, filter or error
+    /// handler of the same bus never waits (its own worker may be the one that would make
+    /// room): it is refused at once.
+    block,
+    /// The oldest waiting event is dropped (counted `dropped`) to make room.
+    drop_oldest,
+    /// The new event is dropped for this subscriber (counted `dropped`).
+    drop_newest,
+    /// The new event is refused (counted `rejected`); `publish_result::refused` says how
+    /// many subscribers refused it and `refused_by` which.
+    reject,
+    /// The new event becomes a dead letter with reason `overflow` on the topic's
+    /// dead-letter topic. The topic's policy must have dead letters (`at_least_once`,
+    /// `priority` with `dead_letter_expired`, or any policy wrapped in
+    /// `herald::with_dead_letters<>`); otherwise `subscribe` throws `usage_error`.
+    dead_letter,
+    /// While events wait, only the newest of each key is kept: a new event replaces the
+    /// waiting one with the same key in its place in the queue (the replaced one is
+    /// counted `conflated`). Needs `subscribe_options::key`. A new key arriving when
+    /// `capacity` keys wait drops the oldest waiting event (counted `dropped`).
+    conflate,
+};
+
+namespace detail {
+/// A subscription's key extractor, with the key type erased: extracts the key of an
+/// event and keeps it in a `stored_key`, which the keyed structures hash and compare.
+class stored_key {
+public:
+    virtual ~stored_key() = default;
+    [[nodiscard]] virtual std::size_t hash() const noexcept = 0;
+    [[nodiscard]] virtual bool same(const stored_key& other) const noexcept = 0;
+};
+
+/// Extracts keys of one event type (through `envelope_base`, so that the code that uses
+/// them is compiled once).
+class key_rules {
+public:
+    virtual ~key_rules() = default;
+    /// The key of `env` (an envelope of the rules' event type); may throw what the
+    /// extractor or the key's copy throws.
+    [[nodiscard]] virtual std::unique_ptr<stored_key> extract(const envelope_base& env) const = 0;
+};
+
+template <class K>
+class typed_key final : public stored_key {
+public:
+    explicit typed_key(K k) : key_(std::move(k)) {}
+    [[nodiscard]] std::size_t hash() const noexcept override { return std::hash<K>{}(key_); }
+    [[nodiscard]] bool same(const stored_key& other) const noexcept override {
+        return key_ == static_cast<const typed_key&>(other).key_;
+    }
+
+private:
+    K key_;
+};
+
+template <class Event, class F>
+class typed_key_rules final : public key_rules {
+public:
+    using key_type = std::decay_t<std::invoke_result_t<const F&, const Event&>>;
+
+    explicit typed_key_rules(F extract) : extract_(std::move(extract)) {}
+    [[nodiscard]] std::unique_ptr<stored_key> extract(const envelope_base& env) const override {
+        return std::make_unique<typed_key<key_type>>(extract_(static_cast<const envelope<Event>&>(env).event()));
+    }
+
+private:
+    F extract_;
+};
+} // namespace detail
+
+/// What a key extractor must return: a copyable type with `std::hash` and `==` (an id,
+/// a string, an enum...). Keys of two events of one subscription are compared with `==`
+/// under a short internal lock, so `==` and `std::hash` must be cheap and must not
+/// publish.
+template <class K>
+concept event_key = std::copy_constructible<K> && std::equality_comparable<K> && requires(const K& k) {
+    { std::hash<K>{}(k) } -> std::convertible_to<std::size_t>;
+};
+
+/// The key of a subscription's events (`subscribe_options::key`): for
+/// `ordering::by_key` (events with equal keys are handled one at a time, in each
+/// publisher's order; different keys in parallel) and for `overflow::conflate` (only the
+/// newest waiting event per key is kept). Built from a callable `const Event& -> K`;
+/// it runs on the publisher's thread, once per event, and one that throws is a failed
+/// delivery of that subscriber.
+///
+///     bus.subscribe<quotes>(show, {.capacity = 64, .overflow = herald::overflow::conflate,
+///                                  .key = [](const quote& q) { return q.symbol; }});
+template <class Event>
+class key_of {
+public:
+    /// No key.
+    key_of() = default;
+
+    /// Extracts keys with `extract`.
+    template <class F>
+        requires(!std::same_as<std::remove_cvref_t<F>, key_of> && std::invocable<const F&, const Event&> &&
+                 event_key<std::decay_t<std::invoke_result_t<const F&, const Event&>>>)
+    key_of(F extract) // NOLINT(google-explicit-constructor): designated-initializer friendly
+        : rules_(std::make_shared<const detail::typed_key_rules<Event, F>>(std::move(extract))) {}
+
+    /// True when no extractor was given.
+    [[nodiscard]] bool is_empty() const noexcept { return !rules_; }
+
+    /// The type-erased extractor (null when empty).
+    [[nodiscard]] const std::shared_ptr<const detail::key_rules>& rules() const noexcept { return rules_; }
+
+private:
+    std::shared_ptr<const detail::key_rules> rules_;
+};
+
+} // namespace herald
