@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +23,8 @@ struct quote {
 };
 struct quotes : herald::topic<quote> {};
 struct letters_quotes : herald::topic<quote, herald::with_dead_letters<>> {};
+struct retried_quotes
+    : herald::topic<quote, herald::at_least_once<herald::max_attempts<3>, herald::fixed_backoff<herald::delay::ms(1)>>> {};
 
 /// Conservation once nothing waits: every accepted event has exactly one outcome.
 void check_conservation(const herald::subscription_stats& s) {
@@ -179,6 +183,42 @@ TEST_CASE("dead_letter: an event a full mailbox turns away becomes a dead letter
     h.run_until_idle();
     CHECK(sub.stats().dead_lettered == 1);
     check_conservation(sub.stats());
+}
+
+TEST_CASE("a retry takes its place in the bounded mailbox again, so the bound stays exact") {
+    // A retry re-enters the mailbox without asking for room (the event was accepted
+    // already) but gives its place back when it is taken out, like any event: the
+    // places it takes and gives back must balance, or the bound loosens by one per retry.
+    herald::testing::harness h;
+    std::vector<int> seen;
+    int failures_left = 4;
+    auto sub = h.bus().subscribe<retried_quotes>(
+        [&](const quote& q) {
+            if (failures_left > 0) {
+                --failures_left;
+                throw std::runtime_error("not yet");
+            }
+            seen.push_back(q.price);
+        },
+        {.capacity = 2, .overflow = herald::overflow::reject});
+    h.bus().publish<retried_quotes>({"A", 1});
+    h.bus().publish<retried_quotes>({"A", 2});
+    (void)h.settle();
+    CHECK(seen == std::vector<int>{1, 2});
+    CHECK(sub.stats().retried == 4);
+    CHECK(sub.stats().waiting == 0);
+    // Still exactly two places: the third publish is refused.
+    CHECK(h.bus().publish<retried_quotes>({"A", 3}).queued == 1);
+    CHECK(h.bus().publish<retried_quotes>({"A", 4}).queued == 1);
+    CHECK(h.bus().publish<retried_quotes>({"A", 5}).refused == 1);
+    CHECK(sub.stats().high_water == 2);
+    (void)h.settle();
+    CHECK(seen == std::vector<int>{1, 2, 3, 4});
+    const auto s = sub.stats();
+    CHECK(s.accepted == 5);
+    CHECK(s.delivered == 4);
+    CHECK(s.rejected == 1);
+    CHECK(s.failed == 4);
 }
 
 TEST_CASE("options herald does not offer are usage errors at subscribe") {

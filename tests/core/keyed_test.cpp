@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct order_event {
     int n = 0;
 };
 struct account_events : herald::topic<order_event> {};
+struct retried_account_events
+    : herald::topic<order_event,
+                    herald::at_least_once<herald::max_attempts<3>, herald::fixed_backoff<herald::delay::ms(1)>>> {};
 
 } // namespace
 
@@ -167,4 +171,37 @@ TEST_CASE("by_key: unsubscribing discards what waits, and drain still returns") 
     bus.drain();
     const auto s = sub.stats();
     CHECK(s.delivered + s.discarded == 20);
+}
+
+TEST_CASE("by_key: a retry goes back to its key's queue, and nothing else is woken") {
+    // A failed attempt is retried through the key's own queue; the retry must not wake
+    // the serial strand a keyed subscriber does not use (which would spin on a mailbox it
+    // cannot take from, holding the subscriber, so that unsubscribe() never returned).
+    herald::testing::harness h;
+    std::map<int, std::vector<int>> seen;
+    std::map<int, int> failures;
+    auto sub = h.bus().subscribe<retried_account_events>(
+        [&](const order_event& e) {
+            if (e.n % 2 == 0 && failures[e.n]++ == 0) {
+                throw std::runtime_error("first attempt fails");
+            }
+            seen[e.account].push_back(e.n);
+        },
+        {.order = herald::ordering::by_key, .key = [](const order_event& e) { return e.account; }});
+    for (int i = 0; i < 12; ++i) {
+        h.bus().publish<retried_account_events>({i % 3, 0, i});
+    }
+    (void)h.settle();
+    CHECK(h.pending() == 0);
+    std::size_t handled = 0;
+    for (const auto& [account, ns] : seen) {
+        handled += ns.size();
+    }
+    CHECK(handled == 12);
+    const auto s = sub.stats();
+    CHECK(s.delivered == 12);
+    CHECK(s.retried == 6);
+    CHECK(s.accepted == 12);
+    sub.unsubscribe(); // returns: nothing holds the subscriber
+    CHECK_FALSE(sub.is_connected());
 }

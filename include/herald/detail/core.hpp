@@ -318,6 +318,9 @@ struct counter_block {
         bump(me != nullptr ? me->index : shards, &shard::accepted, accepted);
     }
 
+    /// One event accepted in shard `index` (`shards`: the shared counter).
+    void count_accepted_in(std::uint32_t index) noexcept { bump(index, &shard::accepted, accepted); }
+
     [[nodiscard]] subscriber_counters read() const noexcept {
         subscriber_counters out;
         out.accepted = accepted.load(std::memory_order_relaxed);

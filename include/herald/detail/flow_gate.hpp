@@ -46,6 +46,12 @@ public:
         return false;
     }
 
+    /// Takes a place for a retry of an event this mailbox accepted before (its place was
+    /// given back when it was taken out for its failed attempt). Never refused: while
+    /// retries wait in the mailbox, the count may pass the capacity by their number, and
+    /// new events find it full until they leave.
+    void readmit() noexcept { waiting_.fetch_add(1, std::memory_order_acq_rel); }
+
     /// `overflow::block` after `try_reserve` failed: waits until a place frees up (and
     /// takes it) or the timeout passes (false). Counts the time spent.
     [[gnu::cold, gnu::noinline]] bool wait_for_room() noexcept {

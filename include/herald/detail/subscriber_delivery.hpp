@@ -38,14 +38,20 @@ public:
     [[gnu::always_inline]] void deliver_inline(envelope_base& env, publish_result& result) noexcept {
         call_failure why;
         outcome_kind got = outcome_kind::skipped;
+        std::uint32_t counted_in = counter_block::shards;
         // Inlined by force: this is the per-subscriber cost of an inline publish.
         with_entry([&](caller who, std::uint32_t shard) __attribute__((always_inline)) {
+            counted_in = who == caller::announced ? shard : counter_block::shards;
             if (!track_.is_empty()) {
                 got = inline_tracked(env, who, why, shard);
             } else if (!has_filter_ || run_filter(env)) {
                 got = run_call(env, false, who, why, shard);
             }
         });
+        if (got != outcome_kind::skipped) {
+            // The filter let it through (a filter that throws is a failure, not accepted).
+            stats_->count_accepted_in(counted_in);
+        }
         switch (got) {
         case outcome_kind::handled:
             ++result.handled_inline;
