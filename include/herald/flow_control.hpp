@@ -121,12 +121,11 @@ public:
     /// No key.
     key_of() = default;
 
-    /// Extracts keys with `extract`.
+    /// Extracts keys with `extract`, a callable `const Event& -> K` (see `event_key`).
     template <class F>
-        requires(!std::same_as<std::remove_cvref_t<F>, key_of> && std::invocable<const F&, const Event&> &&
-                 event_key<std::decay_t<std::invoke_result_t<const F&, const Event&>>>)
+        requires(!std::same_as<std::remove_cvref_t<F>, key_of>)
     key_of(F extract) // NOLINT(google-explicit-constructor): designated-initializer friendly
-        : rules_(std::make_shared<const detail::typed_key_rules<Event, F>>(std::move(extract))) {}
+        : rules_(make_rules(std::move(extract))) {}
 
     /// True when no extractor was given.
     [[nodiscard]] bool is_empty() const noexcept { return !rules_; }
@@ -135,6 +134,21 @@ public:
     [[nodiscard]] const std::shared_ptr<const detail::key_rules>& rules() const noexcept { return rules_; }
 
 private:
+    template <class F>
+    static std::shared_ptr<const detail::key_rules> make_rules(F extract) {
+        static_assert(std::invocable<const F&, const Event&>,
+                      "herald: subscribe_options::key must be callable with the topic's event (const Event&)");
+        if constexpr (std::invocable<const F&, const Event&>) {
+            using key = std::decay_t<std::invoke_result_t<const F&, const Event&>>;
+            static_assert(event_key<key>, "herald: subscribe_options::key must return a copyable key with "
+                                          "std::hash and == (herald::event_key), such as an integer or a string");
+            if constexpr (event_key<key>) {
+                return std::make_shared<const detail::typed_key_rules<Event, F>>(std::move(extract));
+            }
+        }
+        return nullptr;
+    }
+
     std::shared_ptr<const detail::key_rules> rules_;
 };
 

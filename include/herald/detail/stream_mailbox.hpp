@@ -33,13 +33,18 @@ struct stream_layout {
     bool timed = false;
 };
 
-/// Envelopes wait in place unless they are larger than `max_in_place` or over-aligned;
+/// Envelopes up to this size wait in place in a stream mailbox (larger or over-aligned
+/// ones behind a pointer). Larger than moodycamel's `max_in_place`: a stream never moves
+/// an envelope once it is queued, so big slots cost nothing but their size.
+inline constexpr std::size_t max_in_stream = 4096;
+
+/// Envelopes wait in place unless they are larger than `max_in_stream` or over-aligned;
 /// they are never moved once queued (so an event whose move may throw waits in place
 /// too). `timed` slots keep their queue time in front of the envelope.
 template <class Event>
 constexpr stream_layout stream_layout_of(bool timed) noexcept {
     using env = envelope<Event>;
-    constexpr bool fits = sizeof(env) <= max_in_place && alignof(env) <= alignof(std::max_align_t);
+    constexpr bool fits = sizeof(env) <= max_in_stream && alignof(env) <= alignof(std::max_align_t);
     constexpr std::size_t align = fits ? alignof(env) : alignof(envelope_base*);
     constexpr std::size_t size = fits ? sizeof(env) : sizeof(envelope_base*);
     // The time stamp takes 8 bytes, rounded up to the envelope's alignment.
