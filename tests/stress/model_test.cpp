@@ -132,6 +132,7 @@ enum class sw : std::uint8_t {
     drain,
     integrity,
     intervals,
+    bound,
     // operations
     poison,
     filter_throw,
@@ -146,6 +147,7 @@ enum class sw : std::uint8_t {
     reentrant_error,
     retry_topic,
     discard,
+    bounded,
     count
 };
 constexpr std::size_t switch_count = static_cast<std::size_t>(sw::count);
@@ -164,6 +166,7 @@ constexpr std::array<std::string_view, switch_count> switch_names = {
     "drain",
     "integrity",
     "intervals",
+    "bound",
     "poison",
     "filter_throw",
     "nested",
@@ -177,6 +180,7 @@ constexpr std::array<std::string_view, switch_count> switch_names = {
     "reentrant_error",
     "retry_topic",
     "discard",
+    "bounded",
 };
 
 constexpr std::size_t idx(sw s) { return static_cast<std::size_t>(s); }
@@ -312,6 +316,7 @@ struct profile {
 constexpr std::size_t max_subs = 64;
 constexpr std::size_t max_publishers = 16;
 constexpr std::size_t max_depth = 4;
+constexpr std::size_t max_keys = 4; // keys of keyed and conflating subscriptions: 0..max_keys-1
 constexpr int max_pairs = 6;
 constexpr std::uint64_t never = std::numeric_limits<std::uint64_t>::max();
 /// Order of the model's global clock and queue totals. Sequentially consistent, so that a
@@ -335,8 +340,10 @@ struct owner_state;
 /// One subscription: its configuration, its handle, its lifecycle and what it did.
 struct sub_record {
     sub_record() {
-        for (auto& row : last_seen) {
-            row.fill(-1);
+        for (auto& key : last_seen) {
+            for (auto& row : key) {
+                row.fill(-1);
+            }
         }
     }
 
@@ -350,6 +357,15 @@ struct sub_record {
     bool tracked = false;
     bool keep = false; // steady: subscribed before the drivers start, never unsubscribed
     bool dedicated = false;
+    // Flow control (async only; see choose_flow). The key is recomputed from the event's
+    // identity, so that handlers know which key a call belongs to.
+    bool by_key = false;
+    std::size_t capacity = herald::unbounded;
+    herald::overflow rule = herald::overflow::block;
+    std::chrono::nanoseconds block_timeout{0};
+    bool key_by_publisher = false; // key = publisher % key_mod, else counter % key_mod
+    std::uint32_t key_mod = 1;
+    bool slow = false; // its handler naps, so that its mailbox fills up
     handler_kind handler = handler_kind::event_void;
     profile prof{};
     std::uint64_t salt = 0;
@@ -383,9 +399,38 @@ struct sub_record {
     std::atomic<std::uint64_t> handler_failed{0};
     std::atomic<std::uint64_t> error_reports{0};
     std::atomic<int> in_call{0};
-    // Serial subscribers only, touched only by their (never overlapping) calls: plain
-    // memory on purpose, so ThreadSanitizer reports overlapping calls as a race.
-    std::array<std::array<std::int64_t, max_depth>, max_publishers> last_seen{};
+    std::array<std::atomic<int>, max_keys> key_in_call{}; // by_key: calls per key
+    // Serial and keyed subscribers only, one row per key (row 0 without a key), each
+    // touched only by its key's (never overlapping) calls: plain memory on purpose, so
+    // ThreadSanitizer reports overlapping calls as a race.
+    std::array<std::array<std::array<std::int64_t, max_depth>, max_publishers>, max_keys> last_seen{};
+
+    // Its statistics when the drivers had finished, and after the final shutdown (the
+    // gauges can be read only while the bus holds the subscriber).
+    herald::subscription_stats at_rest{};
+    herald::subscription_stats at_end{};
+
+    [[nodiscard]] bool bounded() const { return capacity != herald::unbounded; }
+    [[nodiscard]] bool conflating() const { return rule == herald::overflow::conflate; }
+    [[nodiscard]] bool keyed() const { return by_key || conflating(); }
+    /// Serial in the sense of "one call at a time" (conflating ones included).
+    [[nodiscard]] bool serial() const { return !inline_mode && !concurrent && !by_key; }
+    /// Its full mailbox refuses (`publish_result::refused`).
+    [[nodiscard]] bool refuses() const {
+        return bounded() && (rule == herald::overflow::block || rule == herald::overflow::reject);
+    }
+    /// Its full mailbox drops (counted `dropped`).
+    [[nodiscard]] bool drops() const {
+        return bounded() && (rule == herald::overflow::drop_newest || rule == herald::overflow::drop_oldest ||
+                             rule == herald::overflow::conflate);
+    }
+    /// The key of an event (0 without one), from its identity alone. It is also the row
+    /// of `last_seen`: a publisher's events arrive in publish order only within one key
+    /// (a conflated event takes the place of an older one of its key, ahead of the
+    /// publisher's events of other keys).
+    [[nodiscard]] std::uint32_t key_of(const stamp& s) const {
+        return keyed() ? static_cast<std::uint32_t>((key_by_publisher ? s.publisher : s.counter) % key_mod) : 0U;
+    }
 };
 
 /// The object a tracked subscription depends on. Its destructor tells the model.
@@ -411,6 +456,7 @@ struct trace {
     std::int32_t sub = -1;
     trace_kind kind = trace_kind::handler_ok;
     std::uint32_t attempt = 1; // dead letter: attempts
+    std::uint64_t entered = 0; // first attempts on bounded mailboxes: the clock when the call began
 };
 
 enum class publish_status : std::uint8_t { accepted, stopped, threw };
@@ -443,6 +489,13 @@ struct thread_log {
     std::uint32_t depth = 0;
     std::array<frame, 8> frames{};
     std::array<std::uint64_t, user_topics> queued{};
+    std::uint32_t callbacks = 0; // filters, handlers and error handlers this thread is inside
+    // What publish results said about full mailboxes.
+    std::array<std::uint64_t, max_subs> refusals{};        // publishes whose refused_by named it
+    std::array<std::uint64_t, max_subs> waited_refusals{}; // of those, refused by `block` outside callbacks
+    std::array<std::uint64_t, user_topics> overflowed{};
+    std::uint64_t nested_block_refusals = 0; // publishes inside callbacks a `block` mailbox refused
+    std::uint64_t nested_block_slow = 0;     // of those, how many took a block_timeout or longer
     std::vector<trace> traces;
     std::vector<publish_record> publishes;
     // What the thread is doing, innermost last (for the watchdog's report).
@@ -468,6 +521,19 @@ public:
     }
     activity(const activity&) = delete;
     activity& operator=(const activity&) = delete;
+
+private:
+    thread_log& log_;
+};
+
+/// Marks the thread as inside a filter, handler or error handler of the bus, where a
+/// publish must never wait for room.
+class callback_scope {
+public:
+    explicit callback_scope(thread_log& log) noexcept : log_(log) { ++log_.callbacks; }
+    ~callback_scope() { --log_.callbacks; }
+    callback_scope(const callback_scope&) = delete;
+    callback_scope& operator=(const callback_scope&) = delete;
 
 private:
     thread_log& log_;
@@ -592,23 +658,31 @@ private:
                  std::uint8_t generation);
     template <class Topic>
     void publish_random(thread_log& me, splitmix& rng);
+    template <class What>
+    void note_refusals(thread_log& me, const herald::publish_result& result, topic_kind topic, bool in_callback,
+                       std::chrono::steady_clock::duration took, const What& what);
     void drain_from_driver(thread_log& me);
+    void check_gauges(const sub_record& r, const herald::subscription_stats& s, const char* when);
     bool unsubscribe_sub(thread_log& me, sub_record& r, bool by_driver, const char* what);
     void kill_owner(thread_log& me, sub_record& r);
     sub_record* pick_sub(std::uint64_t h);
     profile make_profile(splitmix& rng, topic_kind topic, bool steady) const;
+    void choose_flow(sub_record& r) const;
+    void read_gauges(bool at_end);
 
     // Callbacks the bus runs.
     template <class Event>
     bool on_filter(sub_record& r, const Event& e);
     template <class Event>
     verdict on_handler(sub_record& r, const Event& e, std::uint32_t attempt, std::uint64_t sequence);
+    template <class Event>
+    std::uint32_t on_key(sub_record& r, const Event& e);
     bool on_monitor_filter(sub_record& r, const dead_event& d);
     void on_dead_letter(sub_record& r, const dead_event& d);
     void on_error(const herald::delivery_error& e);
     bool check_alive(sub_record& r, const char* where, bool entering);
     void check_event(sub_record& r, const stamp& s, const std::string& payload, const char* where);
-    void check_order(sub_record& r, const stamp& s);
+    void check_order(sub_record& r, const stamp& s, std::uint32_t key);
     void meet_partner(thread_log& me, sub_record& r);
     void publish_nested(thread_log& me, const stamp& parent, std::uint64_t h);
     void reentrant_call(thread_log& me, bool shutdown_call, const char* where, int sub);
@@ -617,6 +691,10 @@ private:
 
     // The checks after the run.
     void verify();
+    void check_accepted(const sub_record& r, const herald::subscription_stats& s, std::uint64_t outcomes,
+                        std::uint64_t not_accepted);
+    void check_bound(const sub_record& r, std::uint64_t waited_refusals,
+                     std::vector<std::pair<std::uint64_t, int>>& backlog_steps);
     [[nodiscard]] std::string describe(const sub_record& r) const;
 
     const std::uint64_t seed_;
@@ -674,13 +752,43 @@ void model::problem(sw check, std::string text) {
     }
 }
 
+constexpr std::string_view label(herald::overflow rule) {
+    switch (rule) {
+    case herald::overflow::block:
+        return "block";
+    case herald::overflow::drop_oldest:
+        return "drop_oldest";
+    case herald::overflow::drop_newest:
+        return "drop_newest";
+    case herald::overflow::reject:
+        return "reject";
+    case herald::overflow::dead_letter:
+        return "dead_letter";
+    case herald::overflow::conflate:
+        return "conflate";
+    }
+    return "?";
+}
+
 std::string model::describe(const sub_record& r) const {
     std::string text = cat("m", r.index, " (", label(r.topic), ", ");
     if (r.inline_mode) {
         text += "inline";
     } else {
-        text += r.concurrent ? "async concurrent" : "async serial";
+        text += r.by_key ? "async by_key" : r.concurrent ? "async concurrent" : "async serial";
         text += r.dedicated ? " on the dedicated pool" : "";
+        if (r.bounded()) {
+            text += cat(", capacity ", r.capacity, " ", label(r.rule));
+        } else if (r.conflating()) {
+            text += ", unbounded conflate";
+        }
+        if (r.rule == herald::overflow::block && r.bounded()) {
+            text += cat(" ", std::chrono::duration_cast<std::chrono::milliseconds>(r.block_timeout).count(), " ms");
+        }
+        if (r.keyed()) {
+            text += cat(", key ", r.key_by_publisher ? "publisher" : "counter", " % ", r.key_mod);
+        }
+        text += r.slow ? ", slow" : "";
     }
     text += r.filtered ? (r.envelope_filter ? ", envelope filter" : ", filter") : ", no filter";
     text += r.tracked ? ", tracked" : "";
@@ -725,6 +833,56 @@ profile model::make_profile(splitmix& rng, topic_kind topic, bool steady) const 
     return p;
 }
 
+/// A flow-control setup for an async subscription, from its salt (so that switching
+/// `bounded` off changes nothing else a seed does): mostly no bound; else a small
+/// capacity and one of the overflow rules its ordering and topic allow; sometimes keyed.
+void model::choose_flow(sub_record& r) const {
+    if (r.inline_mode || !opts_.on(sw::bounded)) {
+        return;
+    }
+    const std::uint64_t h = mix(r.salt ^ 0x666c6f77ULL);
+    r.key_by_publisher = roll(h, 1) < 500;
+    r.key_mod = 1 + roll(h, 2) % max_keys;
+    if (roll(h, 3) < 150) {
+        r.by_key = true;
+        r.concurrent = false;
+    }
+    if (roll(h, 4) < 550) {
+        return; // no bound, the most common
+    }
+    r.capacity = 1 + roll(h, 5) % 8;
+    // drop_oldest and conflate take events out from the publisher's side: serial
+    // subscribers only (none of the model's topics has priorities); dead_letter needs
+    // the topic's dead letters.
+    const bool serial = r.serial();
+    const std::array<std::pair<herald::overflow, std::uint32_t>, 6> weights = {{
+        {herald::overflow::block, 250},
+        {herald::overflow::reject, 200},
+        {herald::overflow::drop_newest, 150},
+        {herald::overflow::drop_oldest, serial ? 150U : 0U},
+        {herald::overflow::conflate, serial ? 150U : 0U},
+        {herald::overflow::dead_letter, r.topic == topic_kind::retry ? 150U : 0U},
+    }};
+    std::uint32_t total = 0;
+    for (const auto& w : weights) {
+        total += w.second;
+    }
+    std::uint32_t pick = roll(h, 6) % total;
+    for (const auto& [rule, weight] : weights) {
+        if (pick < weight) {
+            r.rule = rule;
+            break;
+        }
+        pick -= weight;
+    }
+    // Short, so that a publisher a slow subscriber keeps waiting does not stall the seed.
+    r.block_timeout = std::chrono::milliseconds(1 + roll(h, 7) % 2);
+    if (r.conflating() && roll(h, 8) < 150) {
+        r.capacity = herald::unbounded; // conflation alone never drops
+    }
+    r.slow = roll(h, 9) < 400;
+}
+
 // --- driving ----------------------------------------------------------------------------
 
 void model::run() {
@@ -757,6 +915,7 @@ void model::run() {
             t.join();
         }
     }
+    read_gauges(false);
     if (cfg_.final_drain && !broken_) {
         phase_ = "final drain() on the main thread";
         activity act(me, "final drain()", -1);
@@ -768,6 +927,7 @@ void model::run() {
         shutdown_returned_ = bus_->shutdown(cfg_.discard ? herald::discard : herald::drain);
     }
     phase_ = "reading the statistics";
+    read_gauges(true);
     final_stats_ = bus_->stats();
     if (opts_.on(sw::retry_topic)) {
         stored_ = bus_->dead_letters<retry_topic>();
@@ -778,6 +938,18 @@ void model::run() {
     phase_ = "checking";
     verify();
     phase_ = "done";
+}
+
+/// Keeps each subscription's statistics now, gauges included (they read zero once the
+/// subscriber is gone, which may be any time after it disconnected).
+void model::read_gauges(bool at_end) {
+    const int n = std::min<int>(next_sub_.load(std::memory_order_acquire), max_subs);
+    for (int i = 0; i < n; ++i) {
+        sub_record& r = subs_[static_cast<std::size_t>(i)];
+        if (r.ready.load(std::memory_order_acquire) && r.connected) {
+            (at_end ? r.at_end : r.at_rest) = r.handle.stats();
+        }
+    }
 }
 
 void model::drive(int driver) {
@@ -869,6 +1041,7 @@ void model::subscribe_random(thread_log& me, splitmix& rng, bool steady) {
     }
     r.prof = make_profile(rng, r.topic, steady);
     r.salt = rng.next();
+    choose_flow(r);
     if (r.tracked) {
         // Not make_shared: the owner's memory must be freed when it dies, not when the
         // bus's weak pointer to it goes (so that ASan sees a late call).
@@ -982,7 +1155,12 @@ herald::subscription model::subscribe_on(sub_record& r) {
     herald::subscribe_options<event> o;
     o.name = cat("m", r.index);
     o.mode = r.inline_mode ? herald::inline_delivery : herald::async_delivery;
-    o.order = r.concurrent ? herald::ordering::concurrent : herald::ordering::serial;
+    o.order = r.by_key       ? herald::ordering::by_key
+              : r.concurrent ? herald::ordering::concurrent
+                             : herald::ordering::serial;
+    o.capacity = r.capacity;
+    o.overflow = r.rule;
+    o.block_timeout = r.block_timeout;
     if (r.dedicated) {
         o.pool = dedicated_;
     }
@@ -995,6 +1173,9 @@ herald::subscription model::subscribe_on(sub_record& r) {
         o.filter = [m, rec](const dead_event& d) { return m->on_monitor_filter(*rec, d); };
         return bus_->subscribe<Topic>([m, rec](const dead_event& d) { m->on_dead_letter(*rec, d); }, std::move(o));
     } else {
+        if (r.keyed()) {
+            o.key = [m, rec](const event& e) { return m->on_key(*rec, e); };
+        }
         if (r.filtered && r.envelope_filter) {
             o.filter = [m, rec](const herald::envelope<event>& env) { return m->on_filter(*rec, env.event()); };
         } else if (r.filtered) {
@@ -1066,10 +1247,17 @@ void model::publish(thread_log& me, std::uint64_t dice, bool lvalue, int budget,
     bool threw = false;
     std::string error;
     test::model::copy_budget copies;
+    // Inside a callback a publish must not wait for room: timed to tell.
+    const bool in_callback = me.callbacks > 0;
+    const auto began = in_callback ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    std::chrono::steady_clock::duration took{};
     {
         test::model::arm_copies arm(key, budget < 0 ? 0 : budget);
         try {
             result = lvalue ? bus_->publish<Topic>(e) : bus_->publish<Topic>(std::move(e));
+            if (in_callback) {
+                took = std::chrono::steady_clock::now() - began;
+            }
         } catch (const std::exception& ex) {
             threw = true;
             error = ex.what();
@@ -1123,11 +1311,51 @@ void model::publish(thread_log& me, std::uint64_t dice, bool lvalue, int budget,
         const std::uint64_t queued = std::uint64_t{result.queued} + result.failed_to_queue;
         me.queued[t] += queued;
         queued_total_[t].fetch_add(queued, sync_order);
+        note_refusals(me, result, topic, in_callback, took, what);
     } else {
         rec.status = publish_status::stopped;
         rejected_.fetch_add(1, std::memory_order_relaxed);
     }
     me.publishes.push_back(rec);
+}
+
+/// Checks what a publish says about full mailboxes and counts it per subscription.
+template <class What>
+void model::note_refusals(thread_log& me, const herald::publish_result& result, topic_kind topic, bool in_callback,
+                          std::chrono::steady_clock::duration took, const What& what) {
+    me.overflowed[static_cast<std::size_t>(topic)] += result.overflowed;
+    if (result.refused != result.refused_by.size()) {
+        problem(sw::publish, cat(what(), ": refused = ", result.refused, " but refused_by names ",
+                                 result.refused_by.size(), " subscriptions"));
+    }
+    bool by_block = false;
+    std::bitset<max_subs> named;
+    for (const auto& name : result.refused_by) {
+        const int i = parse_sub(name);
+        if (i < 0) {
+            problem(sw::publish, cat(what(), ": refused_by names '", name, "', no subscription of the model"));
+            continue;
+        }
+        const auto u = static_cast<std::size_t>(i);
+        if (named[u]) {
+            problem(sw::publish, cat(what(), ": refused_by names ", name, " twice"));
+        }
+        named.set(u);
+        ++me.refusals[u];
+        // Its configuration was written before subscribe(), which the bus published to
+        // this thread along with the subscriber that refused.
+        const sub_record& by = subs_[u];
+        if (by.topic != topic || by.inline_mode || !by.refuses()) {
+            problem(sw::publish, cat(what(), ": refused by ", describe(by), ", which has no bound that refuses"));
+        } else if (by.rule == herald::overflow::block) {
+            by_block = true;
+            me.waited_refusals[u] += in_callback ? 0 : 1;
+        }
+    }
+    if (by_block && in_callback) {
+        ++me.nested_block_refusals;
+        me.nested_block_slow += took >= std::chrono::milliseconds(1) ? 1 : 0;
+    }
 }
 
 void model::publish_nested(thread_log& me, const stamp& parent, std::uint64_t h) {
@@ -1167,9 +1395,12 @@ void model::drain_from_driver(thread_log& me) {
             continue;
         }
         const auto s = r.handle.stats();
-        ended[static_cast<std::size_t>(r.topic)] += r.topic == topic_kind::retry
-                                                        ? s.delivered + s.dead_lettered + s.discarded + s.dropped
-                                                        : s.delivered + s.failed + s.discarded + s.dropped;
+        // Queued events also end replaced by a newer one of their key (conflated). What a
+        // full mailbox turned away was never queued: counting it too only weakens the check.
+        ended[static_cast<std::size_t>(r.topic)] +=
+            r.topic == topic_kind::retry ? s.delivered + s.dead_lettered + s.discarded + s.dropped + s.conflated
+                                         : s.delivered + s.failed + s.discarded + s.dropped + s.conflated;
+        check_gauges(r, s, "during the run");
     }
     for (std::size_t t = 0; t < user_topics; ++t) {
         if (ended[t] < before[t]) {
@@ -1177,6 +1408,25 @@ void model::drain_from_driver(thread_log& me) {
                                    label(static_cast<topic_kind>(t)), " had ended ", ended[t], " deliveries, but ",
                                    before[t], " had been queued before the call"));
         }
+    }
+}
+
+/// A mailbox's gauges against its configuration (zero gauges: the subscriber is gone).
+void model::check_gauges(const sub_record& r, const herald::subscription_stats& s, const char* when) {
+    if (r.inline_mode || s.capacity == 0) {
+        return;
+    }
+    // A ring mailbox (drop_oldest, conflate) reports a capacity of at least 1.
+    if (s.capacity != r.capacity) {
+        problem(sw::bound, cat(describe(r), ": stats().capacity is ", s.capacity, " ", when));
+    }
+    if (r.bounded() && (s.high_water > r.capacity || s.waiting > r.capacity)) {
+        problem(sw::bound, cat(describe(r), ": high_water ", s.high_water, ", waiting ", s.waiting, " ", when,
+                               ", above its capacity"));
+    }
+    if (s.blocked.count() != 0 && !(r.bounded() && r.rule == herald::overflow::block)) {
+        problem(sw::bound, cat(describe(r), ": blocked ", s.blocked.count(), " ns ", when,
+                               " without a bound that blocks"));
     }
 }
 
@@ -1254,14 +1504,15 @@ void model::check_event(sub_record& r, const stamp& s, const std::string& payloa
     }
 }
 
-void model::check_order(sub_record& r, const stamp& s) {
+void model::check_order(sub_record& r, const stamp& s, std::uint32_t key) {
     if (s.publisher >= max_publishers || s.depth >= max_depth) {
         return;
     }
-    auto& last = r.last_seen[s.publisher][s.depth];
+    auto& last = r.last_seen[key][s.publisher][s.depth];
     if (static_cast<std::int64_t>(s.counter) <= last) {
         problem(sw::order, cat(describe(r), ": got event ", s.counter, " of publisher ", s.publisher, " (depth ",
-                               s.depth, ") after event ", last, " of the same publisher"));
+                               s.depth, r.keyed() ? cat(", key ", key) : std::string(), ") after event ", last,
+                               " of the same publisher"));
     }
     last = static_cast<std::int64_t>(s.counter);
 }
@@ -1303,6 +1554,7 @@ void model::reentrant_call(thread_log& me, bool shutdown_call, const char* where
 template <class Event>
 bool model::on_filter(sub_record& r, const Event& e) {
     thread_log& me = self();
+    const callback_scope inside(me);
     activity act(me, "its filter", r.index);
     const bool owner_alive = check_alive(r, "filter", true);
     check_event(r, e.s, e.payload, "filter");
@@ -1335,15 +1587,23 @@ bool model::on_filter(sub_record& r, const Event& e) {
 template <class Event>
 verdict model::on_handler(sub_record& r, const Event& e, std::uint32_t attempt, std::uint64_t sequence) {
     thread_log& me = self();
+    const callback_scope inside(me);
     activity act(me, "its handler", r.index);
-    const bool serial = !r.inline_mode && !r.concurrent;
+    // When the call began, for the backlog of a bounded mailbox (see verify_backlog).
+    const std::uint64_t entered =
+        attempt == 1 && r.bounded() && !test::model::thread_sanitized ? tick() : std::uint64_t{0};
+    const bool serial = r.serial();
+    const std::uint32_t key = r.key_of(e.s);
     if (serial && r.in_call.fetch_add(1, std::memory_order_relaxed) != 0) {
         problem(sw::order, cat(describe(r), ": two calls of a serial subscriber overlapped"));
     }
+    if (r.by_key && r.key_in_call[key].fetch_add(1, std::memory_order_relaxed) != 0) {
+        problem(sw::order, cat(describe(r), ": two calls with key ", key, " overlapped"));
+    }
     const bool owner_alive = check_alive(r, "handler", true);
     check_event(r, e.s, e.payload, "handler");
-    if (serial && attempt == 1) {
-        check_order(r, e.s);
+    if ((serial || r.by_key) && attempt == 1) {
+        check_order(r, e.s, key);
     }
     r.handler_calls.fetch_add(1, std::memory_order_relaxed);
     const std::uint64_t h = mix(e.s.dice ^ r.salt ^ (std::uint64_t{attempt} << 56U));
@@ -1373,6 +1633,10 @@ verdict model::on_handler(sub_record& r, const Event& e, std::uint32_t attempt, 
             kill_owner(me, *victim);
         }
     }
+    if (r.slow && roll(h, 10) < 600) {
+        // Slower than its publishers now and then, so that its bounded mailbox fills up.
+        std::this_thread::sleep_for(std::chrono::microseconds(10 + roll(h, 11) % 60));
+    }
     verdict v = verdict::ok;
     if (roll(h, 8) < r.prof.fail) {
         const std::uint32_t how = roll(h, 9);
@@ -1386,14 +1650,30 @@ verdict model::on_handler(sub_record& r, const Event& e, std::uint32_t attempt, 
         ++(v == verdict::ok ? f->inline_ok : f->inline_failed);
     }
     me.traces.push_back(trace{e.s.uid, sequence, r.index,
-                              v == verdict::ok ? trace_kind::handler_ok : trace_kind::handler_failed, attempt});
+                              v == verdict::ok ? trace_kind::handler_ok : trace_kind::handler_failed, attempt,
+                              entered});
     if (owner_alive) {
         (void)check_alive(r, "handler", false);
+    }
+    if (r.by_key) {
+        r.key_in_call[key].fetch_sub(1, std::memory_order_relaxed);
     }
     if (serial) {
         r.in_call.fetch_sub(1, std::memory_order_relaxed);
     }
     return v;
+}
+
+/// The key extractor: runs on the publisher's thread (or a retry's) as the event enters
+/// the mailbox, registered like a filter call.
+template <class Event>
+std::uint32_t model::on_key(sub_record& r, const Event& e) {
+    if (r.unsubscribed.load(std::memory_order_acquire)) {
+        problem(sw::unsubscribe, cat(describe(r), ": its key extractor ran after unsubscribe() had returned on a "
+                                                  "driver thread"));
+    }
+    check_event(r, e.s, e.payload, "key extractor");
+    return r.key_of(e.s);
 }
 
 void model::meet_partner(thread_log& me, sub_record& r) {
@@ -1422,6 +1702,7 @@ void model::meet_partner(thread_log& me, sub_record& r) {
 
 bool model::on_monitor_filter(sub_record& r, const dead_event& d) {
     thread_log& me = self();
+    const callback_scope inside(me);
     activity act(me, "the dead-letter monitor's filter", r.index);
     check_event(r, d.event().s, d.event().payload, "filter");
     r.filter_calls.fetch_add(1, std::memory_order_relaxed);
@@ -1434,6 +1715,7 @@ bool model::on_monitor_filter(sub_record& r, const dead_event& d) {
 
 void model::on_dead_letter(sub_record& r, const dead_event& d) {
     thread_log& me = self();
+    const callback_scope inside(me);
     activity act(me, "the dead-letter monitor", r.index);
     check_event(r, d.event().s, d.event().payload, "handler");
     r.handler_calls.fetch_add(1, std::memory_order_relaxed);
@@ -1464,6 +1746,7 @@ int model::parse_sub(std::string_view name) const {
 
 void model::on_error(const herald::delivery_error& e) {
     thread_log& me = self();
+    const callback_scope inside(me);
     activity act(me, "the error handler", -1);
     const int sub = parse_sub(e.subscriber);
     if (sub >= 0) {
@@ -1567,7 +1850,11 @@ void model::verify() {
     };
     std::unordered_map<std::uint64_t, pair_tally> tallies;
     std::array<std::uint64_t, max_subs> dead_letters_of{};
+    std::array<std::uint64_t, max_subs> overflow_letters_of{}; // dead letters a full mailbox made
     std::uint64_t dead_letters_seen = 0;
+    // Per bounded subscription: +1 when a publish returned, -1 when the event's first call
+    // began (see verify_backlog).
+    std::array<std::vector<std::pair<std::uint64_t, int>>, max_subs> backlog_steps;
     for (const auto& tr : traces) {
         if (tr.sub < 0) {
             problem(sw::retry, cat("a dead letter names an unknown subscriber (event #", tr.uid, ")"));
@@ -1582,6 +1869,14 @@ void model::verify() {
             break;
         case trace_kind::handler_ok:
         case trace_kind::handler_failed:
+            if (tr.entered != 0) {
+                const auto found = by_uid.find(tr.uid);
+                if (found != by_uid.end() && found->second->end < tr.entered) {
+                    auto& steps = backlog_steps[static_cast<std::size_t>(tr.sub)];
+                    steps.emplace_back(found->second->end, 1);
+                    steps.emplace_back(tr.entered, -1);
+                }
+            }
             ++tally.calls;
             if (tr.attempt < 32) {
                 tally.attempt_mask |= 1U << tr.attempt;
@@ -1597,6 +1892,8 @@ void model::verify() {
             tally.dead_letter_attempts = tr.attempt;
             tally.reason = tr.sequence;
             ++dead_letters_of[static_cast<std::size_t>(tr.sub)];
+            overflow_letters_of[static_cast<std::size_t>(tr.sub)] +=
+                tr.sequence == static_cast<std::uint64_t>(herald::dead_letter_reason::overflow) ? 1 : 0;
             ++dead_letters_seen;
             break;
         }
@@ -1644,10 +1941,38 @@ void model::verify() {
         }
     }
 
+    // what publish results said about full mailboxes --------------------------------------
+    std::array<std::uint64_t, max_subs> refusals{};
+    std::array<std::uint64_t, max_subs> waited_refusals{};
+    std::array<std::uint64_t, user_topics> overflowed{};
+    std::uint64_t nested_block_refusals = 0;
+    std::uint64_t nested_block_slow = 0;
+    for (const auto& log : logs_) {
+        for (std::size_t i = 0; i < max_subs; ++i) {
+            refusals[i] += log->refusals[i];
+            waited_refusals[i] += log->waited_refusals[i];
+        }
+        for (std::size_t t = 0; t < user_topics; ++t) {
+            overflowed[t] += log->overflowed[t];
+        }
+        nested_block_refusals += log->nested_block_refusals;
+        nested_block_slow += log->nested_block_slow;
+    }
+    // A publish inside a callback meets a full `block` mailbox's fallback at once: if
+    // every one a `block` subscriber refused took its timeout, they waited. (One that was
+    // merely slow, preempted or running inline handlers, is no proof; all of them are.)
+    if (nested_block_refusals >= 3 && nested_block_slow == nested_block_refusals) {
+        problem(sw::bound, cat("all ", nested_block_refusals, " publishes from inside a filter, handler or error "
+                               "handler that a full `block` mailbox refused took 1 ms or more: they waited for room"));
+    }
+
     // per subscription ----------------------------------------------------------------------
     herald::subscription_stats sum{};
+    std::uint64_t drops_of_bounds = 0; // what subscriptions whose full mailbox drops dropped
     std::uint64_t copy_failures = 0;
     std::uint64_t dead_lettered = 0;
+    std::array<std::uint64_t, user_topics> overflow_outcomes{}; // drop_newest drops, overflow dead letters
+    std::array<bool, user_topics> overflow_exact{true, true, true};
     const int subs = std::min<int>(next_sub_.load(), max_subs);
     for (int i = 0; i < subs; ++i) {
         const sub_record& r = subs_[static_cast<std::size_t>(i)];
@@ -1662,7 +1987,11 @@ void model::verify() {
         sum.retried += s.retried;
         sum.dead_lettered += s.dead_lettered;
         sum.expired += s.expired;
+        sum.rejected += s.rejected;
+        sum.conflated += s.conflated;
+        drops_of_bounds += r.drops() ? s.dropped : 0; // shutdown(discard)'s included
         const std::string who = describe(r);
+        const auto u = static_cast<std::size_t>(i);
         const std::uint64_t filter_true = r.filter_true;
         const std::uint64_t filter_threw = r.filter_threw;
         const std::uint64_t filter_calls = r.filter_calls;
@@ -1682,23 +2011,49 @@ void model::verify() {
             problem(family,
                     cat(who, ": delivered ", s.delivered, " but its handler returned normally ", handler_ok, " times"));
         }
-        if (!cfg_.discard && s.dropped != 0) {
-            problem(family, cat(who, ": dropped ", s.dropped, " without shutdown(discard)"));
+        if (!cfg_.discard && !r.drops() && s.dropped != 0) {
+            problem(family, cat(who, ": dropped ", s.dropped, " without shutdown(discard) or a bound that drops"));
         }
         if (s.expired != 0) {
             problem(family, cat(who, ": expired ", s.expired, " on a topic without expiry"));
         }
+        if (!r.refuses() && s.rejected != 0) {
+            problem(family, cat(who, ": rejected ", s.rejected, " without a bound that refuses"));
+        }
+        if (!r.conflating() && s.conflated != 0) {
+            problem(family, cat(who, ": conflated ", s.conflated, " without overflow::conflate"));
+        }
+        if (s.rejected != refusals[u]) {
+            problem(sw::publish, cat(who, ": rejected ", s.rejected, " but publish_result::refused_by named it ",
+                                     refusals[u], " times"));
+        }
+        const bool dead_letters_overflow = r.bounded() && r.rule == herald::overflow::dead_letter;
+        if (!dead_letters_overflow && overflow_letters_of[u] != 0) {
+            problem(family, cat(who, ": ", overflow_letters_of[u], " dead letters with reason overflow name it, but "
+                                                                   "its mailbox does not dead-letter"));
+        }
+        if (r.topic != topic_kind::dead) {
+            const auto t = static_cast<std::size_t>(r.topic);
+            overflow_outcomes[t] += overflow_letters_of[u];
+            if (r.bounded() && r.rule == herald::overflow::drop_newest) {
+                overflow_outcomes[t] += s.dropped; // and shutdown(discard)'s, if any
+                overflow_exact[t] = overflow_exact[t] && !cfg_.discard;
+            }
+        }
+        check_bound(r, waited_refusals[u], backlog_steps[u]);
         std::uint64_t outcomes = 0; // final outcomes of the deliveries offered to it
         if (r.topic == topic_kind::dead) {
             outcomes = s.delivered + s.failed + s.discarded + s.dropped;
             if (outcomes != filter_true || s.failed != 0) {
                 problem(sw::conservation, cat(who, ": ", counts, " but its filter accepted ", filter_true));
             }
+            check_accepted(r, s, outcomes, 0);
             continue;
         }
+        const std::uint64_t full = s.rejected + s.conflated; // ended by a full (or conflating) mailbox
         if (retrying) {
             dead_lettered += s.dead_lettered;
-            outcomes = s.delivered + s.dead_lettered + s.discarded + s.dropped;
+            outcomes = s.delivered + s.dead_lettered + s.discarded + s.dropped + full;
             if (s.failed != handler_failed + filter_threw) {
                 problem(sw::retry, cat(who, ": failed ", s.failed, " but its handler failed ", handler_failed,
                                        " times and its filter threw ", filter_threw));
@@ -1712,7 +2067,7 @@ void model::verify() {
                             dead_letters_of[static_cast<std::size_t>(i)], " dead letters name it (monitor + store)"));
             }
         } else {
-            outcomes = s.delivered + s.failed + s.discarded + s.dropped;
+            outcomes = s.delivered + s.failed + s.discarded + s.dropped + s.dead_lettered + full;
             if (s.failed < handler_failed + filter_threw) {
                 problem(sw::conservation, cat(who, ": failed ", s.failed, " < its handler's ", handler_failed,
                                               " failures + its filter's ", filter_threw, " exceptions"));
@@ -1728,11 +2083,14 @@ void model::verify() {
         if (r.filtered) {
             const std::uint64_t offered = filter_true + (retrying ? 0 : filter_threw);
             if (outcomes != offered) {
-                problem(family, cat(who, ": ", counts, (retrying ? cat(", dead-lettered ", s.dead_lettered) : ""),
-                                    " but its filter accepted ", filter_true, " and threw ", filter_threw,
+                problem(family, cat(who, ": ", counts, ", dead-lettered ", s.dead_lettered, ", rejected ", s.rejected,
+                                    ", conflated ", s.conflated, " but its filter accepted ", filter_true,
+                                    " and threw ", filter_threw,
                                     " (each accepted event must end in exactly one outcome)"));
             }
         }
+        // A filter that threw is a failure but not an accepted event.
+        check_accepted(r, s, outcomes, retrying ? 0 : filter_threw);
         if (r.keep) {
             const std::uint64_t seen = r.filtered ? filter_calls : outcomes;
             if (seen != accepted[t]) {
@@ -1756,6 +2114,15 @@ void model::verify() {
                                            lower, " (published while surely subscribed) and ", upper,
                                            " (while possibly subscribed) events were accepted"));
             }
+        }
+    }
+    for (std::size_t t = 0; t < user_topics; ++t) {
+        const bool off = overflow_exact[t] ? overflowed[t] != overflow_outcomes[t] : overflowed[t] > overflow_outcomes[t];
+        if (off) {
+            problem(sw::publish,
+                    cat("topic ", label(static_cast<topic_kind>(t)), ": publish_result::overflowed adds up to ",
+                        overflowed[t], " but its drop_newest subscribers dropped and its dead_letter ones made ",
+                        overflow_outcomes[t], overflow_exact[t] ? "" : " (shutdown(discard)'s drops included)"));
         }
     }
     if (copy_failures != failed_to_queue) {
@@ -1795,12 +2162,91 @@ void model::verify() {
     compare("retried", final_stats_.retried, sum.retried);
     compare("dead_lettered", final_stats_.dead_lettered, sum.dead_lettered);
     compare("expired", final_stats_.expired, sum.expired);
+    compare("refused", final_stats_.refused, sum.rejected);
+    compare("conflated", final_stats_.conflated, sum.conflated);
     compare("rejected", final_stats_.rejected, rejected);
     compare("error_handler_failures", final_stats_.error_handler_failures, error_handler_throws_);
     compare("subscribers (after shutdown)", final_stats_.subscribers, 0);
-    compare("dropped (returned by shutdown)", shutdown_returned_, cfg_.discard ? final_stats_.dropped : 0);
+    // shutdown() returns what it dropped; full mailboxes drop too, and a mailbox that
+    // drops may have been discarded as well: exact only when no mailbox drops.
+    if (!cfg_.discard || drops_of_bounds == 0) {
+        compare("dropped (returned by shutdown)", shutdown_returned_, cfg_.discard ? final_stats_.dropped : 0);
+    } else if (shutdown_returned_ > final_stats_.dropped || shutdown_returned_ + drops_of_bounds < final_stats_.dropped) {
+        problem(sw::stats, cat("shutdown(discard) returned ", shutdown_returned_, ", but bus_stats::dropped is ",
+                               final_stats_.dropped, " of which full mailboxes that drop account for at most ",
+                               drops_of_bounds));
+    }
     if (unknown_reports_ != 0) {
         problem(sw::errors, cat(unknown_reports_.load(), " error reports named no subscription of the model"));
+    }
+}
+
+/// `accepted` against the outcomes (`not_accepted` of them failures that were no accepted
+/// event: a filter that threw) and the model's count of what its filter let through.
+void model::check_accepted(const sub_record& r, const herald::subscription_stats& s, std::uint64_t outcomes,
+                           std::uint64_t not_accepted) {
+    if (outcomes < not_accepted || s.accepted != outcomes - not_accepted) {
+        problem(sw::conservation,
+                cat(describe(r), ": subscription_stats::accepted is ", s.accepted, " but its outcomes add up to ",
+                    outcomes, not_accepted != 0 ? cat(", ", not_accepted, " of them its filter's exceptions") : ""));
+    }
+    if (r.filtered && s.accepted != r.filter_true) {
+        problem(sw::conservation, cat(describe(r), ": subscription_stats::accepted is ", s.accepted,
+                                      " but its filter returned true ", r.filter_true.load(), " times"));
+    }
+}
+
+/// A mailbox's bound, from its gauges and from outside.
+void model::check_bound(const sub_record& r, std::uint64_t waited_refusals,
+                        std::vector<std::pair<std::uint64_t, int>>& backlog_steps) {
+    if (r.inline_mode) {
+        return;
+    }
+    check_gauges(r, r.at_rest, "when the drivers had finished");
+    check_gauges(r, r.at_end, "after shutdown");
+    const bool readable = r.at_end.capacity != 0;
+    if (readable && r.at_end.waiting != 0) {
+        problem(sw::bound, cat(describe(r), ": ", r.at_end.waiting, " events still waiting after shutdown"));
+    }
+    // A publisher outside the bus's callbacks that `block` refused waited block_timeout
+    // first, and that time is counted.
+    if (readable && r.bounded() && r.rule == herald::overflow::block &&
+        r.at_end.blocked < r.block_timeout * static_cast<std::int64_t>(waited_refusals)) {
+        problem(sw::bound, cat(describe(r), ": stats().blocked is ", r.at_end.blocked.count(), " ns, but ",
+                               waited_refusals, " publishes were refused after waiting ",
+                               r.block_timeout.count(), " ns each"));
+    }
+    if (!r.bounded() || backlog_steps.empty()) {
+        return;
+    }
+    // From outside: an event whose publish had returned (so it was in the mailbox) and
+    // whose first call had not begun was waiting, so at no tick may more such events
+    // overlap than the bound lets wait. The bound counts the batch being handled, except
+    // that a ring mailbox (drop_oldest, conflate) does not count the chunk its strand
+    // took (at most a capacity's worth), and a concurrent subscriber gives an event's
+    // place back before its call (one per worker).
+    std::sort(backlog_steps.begin(), backlog_steps.end());
+    std::int64_t now = 0;
+    std::int64_t peak = 0;
+    std::uint64_t at = 0;
+    for (const auto& [when, step] : backlog_steps) {
+        now += step;
+        if (now > peak) {
+            peak = now;
+            at = when;
+        }
+    }
+    std::size_t slack = 0;
+    if (r.rule == herald::overflow::drop_oldest || r.conflating()) {
+        slack = r.capacity;
+    } else if (r.concurrent) {
+        slack = r.dedicated ? 1 : static_cast<std::size_t>(cfg_.workers);
+    }
+    if (static_cast<std::size_t>(peak) > r.capacity + slack) {
+        problem(sw::bound, cat(describe(r), ": at tick ", at, ", ", peak,
+                               " events whose publish had returned had not reached its handler yet (first attempts "
+                               "only), more than its capacity",
+                               slack != 0 ? cat(" + ", slack, " taken out by its workers") : std::string()));
     }
 }
 
