@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -57,6 +58,45 @@ public:
     virtual ~stored_key() = default;
     [[nodiscard]] virtual std::size_t hash() const noexcept = 0;
     [[nodiscard]] virtual bool same(const stored_key& other) const noexcept = 0;
+    /// A heap copy, for a structure that keeps the key; throws what the copy throws.
+    [[nodiscard]] virtual std::unique_ptr<stored_key> clone() const = 0;
+};
+
+/// A key extracted for one lookup: built in place when it is small (an integer, a
+/// string), so that finding a key's queue allocates nothing; on the heap otherwise.
+class extracted_key {
+public:
+    static constexpr std::size_t room_size = 64;
+
+    extracted_key() noexcept = default;
+    ~extracted_key() {
+        if (in_room_) {
+            get().~stored_key();
+        }
+    }
+    extracted_key(const extracted_key&) = delete;
+    extracted_key& operator=(const extracted_key&) = delete;
+
+    /// Builds a `Key` (a `stored_key`) from `args`, in place when it fits.
+    template <class Key, class... Args>
+    void emplace(Args&&... args) {
+        if constexpr (sizeof(Key) <= room_size && alignof(Key) <= alignof(std::max_align_t)) {
+            ::new (static_cast<void*>(room_)) Key(std::forward<Args>(args)...);
+            in_room_ = true;
+        } else {
+            heap_ = std::make_unique<Key>(std::forward<Args>(args)...);
+        }
+    }
+
+    /// The key (after `emplace`).
+    [[nodiscard]] const stored_key& get() const noexcept {
+        return in_room_ ? *std::launder(reinterpret_cast<const stored_key*>(room_)) : *heap_;
+    }
+
+private:
+    alignas(std::max_align_t) unsigned char room_[room_size];
+    bool in_room_ = false;
+    std::unique_ptr<stored_key> heap_;
 };
 
 /// Extracts keys of one event type (through `envelope_base`, so that the code that uses
@@ -67,6 +107,9 @@ public:
     /// The key of `env` (an envelope of the rules' event type); may throw what the
     /// extractor or the key's copy throws.
     [[nodiscard]] virtual std::unique_ptr<stored_key> extract(const envelope_base& env) const = 0;
+    /// The key of `env` into `out`, without allocating when it is small; throws like
+    /// `extract`.
+    virtual void extract_into(const envelope_base& env, extracted_key& out) const = 0;
 };
 
 template <class K>
@@ -77,6 +120,7 @@ public:
     [[nodiscard]] bool same(const stored_key& other) const noexcept override {
         return key_ == static_cast<const typed_key&>(other).key_;
     }
+    [[nodiscard]] std::unique_ptr<stored_key> clone() const override { return std::make_unique<typed_key>(key_); }
 
 private:
     K key_;
@@ -90,6 +134,9 @@ public:
     explicit typed_key_rules(F extract) : extract_(std::move(extract)) {}
     [[nodiscard]] std::unique_ptr<stored_key> extract(const envelope_base& env) const override {
         return std::make_unique<typed_key<key_type>>(extract_(static_cast<const envelope<Event>&>(env).event()));
+    }
+    void extract_into(const envelope_base& env, extracted_key& out) const override {
+        out.emplace<typed_key<key_type>>(extract_(static_cast<const envelope<Event>&>(env).event()));
     }
 
 private:

@@ -1,6 +1,9 @@
 // The spin-wait hint, shared by the strands and the thread pool.
 #pragma once
 
+#include <atomic>
+#include <thread>
+
 namespace herald::detail {
 
 /// Tells the CPU this thread is spin-waiting (x86 `pause`, ARM `yield`).
@@ -11,5 +14,30 @@ inline void cpu_pause() noexcept {
     asm volatile("yield");
 #endif
 }
+
+/// A lock for critical sections of a few dozen instructions that two threads take at a
+/// high rate (a publisher and a worker): a contended `std::mutex` sends both into the
+/// kernel; this one spins with `cpu_pause` and yields the CPU after a while (so a holder
+/// that was preempted gets to run). Meets the Lockable requirements (`std::lock_guard`).
+class spin_lock {
+public:
+    void lock() noexcept {
+        for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ++spins) {
+            while (locked_.load(std::memory_order_relaxed)) {
+                if (spins < 64) {
+                    cpu_pause();
+                    ++spins;
+                } else {
+                    std::this_thread::yield();
+                }
+            }
+        }
+    }
+    [[nodiscard]] bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
 
 } // namespace herald::detail

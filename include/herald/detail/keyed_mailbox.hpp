@@ -3,6 +3,7 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/cpu_pause.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/envelope.hpp>
 #include <herald/executor.hpp>
@@ -36,6 +37,9 @@ public:
         virtual void reschedule_keyed(const std::shared_ptr<key_queue>& queue) noexcept = 0;
         /// Events taken off the mailbox (their places in a bounded one are free again).
         virtual void left_keyed(std::size_t count) noexcept = 0;
+        /// `queue` ran dry: waits a little (bounded) for more of its key before its
+        /// worker lets it go; true when some arrived.
+        virtual bool await_keyed(const key_queue& queue) noexcept = 0;
     };
 
     key_queue(std::unique_ptr<stored_key> key, class keyed_mailbox& owner, std::shared_ptr<handler> by) noexcept
@@ -44,6 +48,9 @@ public:
     void run() noexcept override;
 
     [[nodiscard]] const stored_key& key() const noexcept { return *key_; }
+
+    /// True when events wait for this key (read without the lock: a hint).
+    [[nodiscard]] bool has_waiting() const noexcept { return queued_.load(std::memory_order_relaxed) != 0; }
 
     /// Takes every event waiting for this key off the mailbox, one by one, to
     /// `handle(env)` (an executor refused to run the queue: each event fails), until the
@@ -60,15 +67,20 @@ private:
     std::shared_ptr<handler> handler_;
     /// Under the mailbox's mutex: events waiting, oldest first.
     std::vector<envelope_base*> waiting_;
+    /// `waiting_.size()`, for `has_waiting` (written under the lock).
+    std::atomic<std::size_t> queued_{0};
     /// The run's own batch, taken from `waiting_` at once (the swap keeps both capacities).
     std::vector<envelope_base*> batch_;
 };
 
 /// The mailbox of a keyed subscriber. A put finds (or makes) its key's queue under a
-/// short mutex and appends a heap copy of the event; a queue that was idle is returned
+/// short lock and appends a heap copy of the event; a queue that was idle is returned
 /// to the caller to post. A running queue takes everything waiting for its key at once,
-/// handles it without the lock, and when it finds its key empty removes itself. No user
-/// code runs under the mutex except the key's `==` and hash.
+/// handles it without the lock, and when it finds its key empty (and nothing arrived
+/// after a short wait) removes itself. The lock is a spin lock: its sections are a few
+/// dozen instructions, taken by a publisher per event and a worker per batch, where a
+/// contended mutex sent both into the kernel. No user code runs under it except the
+/// key's `==`.
 class keyed_mailbox final : public mailbox_base {
 public:
     keyed_mailbox(const envelope_ops& ops, std::size_t batch) noexcept
@@ -91,27 +103,37 @@ public:
         throw std::logic_error("herald: keyed mailboxes take events through push()");
     }
 
-    /// Queues a heap copy (or move) of `env` under `key`, for `by` (the subscriber). Returns
-    /// the key's queue when it was idle: the caller posts it. Throws, changing nothing,
-    /// when the copy or memory fails.
-    std::shared_ptr<key_queue> push(envelope_base& env, bool move, std::unique_ptr<stored_key> key,
-                                    const std::shared_ptr<key_queue::handler>& by) {
+    /// Queues a heap copy (or move) of `env` under `key`. Returns the key's queue when it
+    /// was idle (made for the subscriber `make_handler()` returns): the caller posts it.
+    /// Throws, changing nothing, when the copy or memory fails.
+    template <class MakeHandler>
+    std::shared_ptr<key_queue> push(envelope_base& env, bool move, const stored_key& key,
+                                    MakeHandler&& make_handler) {
         envelope_base* copy = move ? ops_.move_new(env) : ops_.clone(env);
         try {
             const std::lock_guard lock(mutex_);
-            auto& bucket = queues_[key->hash()];
-            for (auto& q : bucket) {
-                if (q->key().same(*key)) {
-                    q->waiting_.push_back(copy);
-                    count_.fetch_add(1, std::memory_order_release);
-                    return nullptr; // scheduled already: it will find the event
+            // Runs of one key are common: the last key pushed is looked at first.
+            key_queue* found = last_ != nullptr && last_->key().same(key) ? last_ : nullptr;
+            if (found == nullptr) {
+                auto& bucket = queues_[key.hash()];
+                for (std::size_t i = 0; found == nullptr && i < bucket.size(); ++i) {
+                    found = bucket[i]->key().same(key) ? bucket[i].get() : nullptr;
+                }
+                if (found == nullptr) {
+                    auto fresh = std::make_shared<key_queue>(key.clone(), *this, make_handler());
+                    fresh->waiting_.push_back(copy);
+                    fresh->queued_.store(1, std::memory_order_relaxed);
+                    bucket.push_back(fresh);
+                    count_.fetch_add(1, std::memory_order_relaxed);
+                    last_ = fresh.get();
+                    return fresh;
                 }
             }
-            auto fresh = std::make_shared<key_queue>(std::move(key), *this, by);
-            fresh->waiting_.push_back(copy);
-            bucket.push_back(fresh);
-            count_.fetch_add(1, std::memory_order_release);
-            return fresh;
+            found->waiting_.push_back(copy);
+            found->queued_.store(found->waiting_.size(), std::memory_order_relaxed);
+            count_.fetch_add(1, std::memory_order_relaxed);
+            last_ = found;
+            return nullptr; // scheduled already: it will find the event
         } catch (...) {
             ops_.free(copy);
             throw;
@@ -124,8 +146,9 @@ public:
     void release_chunk(std::size_t /*count*/) noexcept override {}
     bool take_shared(taken_item& /*out*/) noexcept override { return false; }
 
-    [[nodiscard]] bool has_puts() const noexcept override { return count_.load(std::memory_order_acquire) != 0; }
-    [[nodiscard]] std::size_t size_approx() const noexcept override { return count_.load(std::memory_order_acquire); }
+    [[nodiscard]] bool has_puts() const noexcept override { return count_.load(std::memory_order_relaxed) != 0; }
+    /// Events waiting, or in a batch a key's worker is handling.
+    [[nodiscard]] std::size_t size_approx() const noexcept override { return count_.load(std::memory_order_relaxed); }
 
     [[nodiscard]] std::unique_ptr<mailbox_base> fresh() const override {
         return std::make_unique<keyed_mailbox>(ops_, batch_);
@@ -144,14 +167,22 @@ public:
 private:
     friend class key_queue;
 
-    /// Moves what waits for `q` into its batch; when nothing waits, removes `q` (which
-    /// stops being scheduled) and returns false.
-    bool refill(key_queue& q) noexcept {
+    /// Moves what waits for `q` into its batch; when nothing waits, even after `linger()`
+    /// (called without the lock) waited for more, removes `q` (which stops being
+    /// scheduled) and returns false.
+    template <class Linger>
+    bool refill(key_queue& q, Linger&& linger) noexcept {
+        if (!q.has_waiting()) {
+            (void)linger(); // whatever it saw, the lock decides
+        }
         const std::lock_guard lock(mutex_);
         if (q.waiting_.empty()) {
             auto found = queues_.find(q.key().hash());
             if (found != queues_.end()) {
                 auto& bucket = found->second;
+                if (last_ == &q) {
+                    last_ = nullptr;
+                }
                 for (std::size_t i = 0; i < bucket.size(); ++i) {
                     if (bucket[i].get() == &q) {
                         bucket[i] = std::move(bucket.back());
@@ -166,14 +197,18 @@ private:
             return false;
         }
         q.batch_.swap(q.waiting_);
+        q.queued_.store(0, std::memory_order_relaxed);
         return true;
     }
 
     const envelope_ops& ops_;
     const std::size_t batch_;
-    mutable std::mutex mutex_;
+    mutable spin_lock mutex_;
     std::unordered_map<std::size_t, std::vector<std::shared_ptr<key_queue>>> queues_;
+    /// Events waiting or being handled, over all keys.
     std::atomic<std::size_t> count_{0};
+    /// Under the lock: the queue of the last key pushed (null once it left).
+    key_queue* last_ = nullptr;
 };
 
 inline void key_queue::run() noexcept {
@@ -181,7 +216,7 @@ inline void key_queue::run() noexcept {
     const std::shared_ptr<handler> by = handler_; // alive until this run returns
     std::size_t done = 0;
     while (done < box.batch_) {
-        if (batch_.empty() && !box.refill(*this)) {
+        if (batch_.empty() && !box.refill(*this, [&] { return by->await_keyed(*this); })) {
             return; // idle: removed from the mailbox; a later put makes a new queue
         }
         const std::size_t n = batch_.size();
@@ -190,7 +225,7 @@ inline void key_queue::run() noexcept {
             box.ops_.free(std::exchange(batch_[i], nullptr));
         }
         batch_.clear();
-        box.count_.fetch_sub(n, std::memory_order_acq_rel);
+        box.count_.fetch_sub(n, std::memory_order_relaxed);
         by->left_keyed(n);
         done += n;
     }
@@ -201,12 +236,12 @@ inline void key_queue::run() noexcept {
 template <class Handle>
 void key_queue::drain_each(Handle&& handle) noexcept {
     keyed_mailbox& box = owner_;
-    while (!batch_.empty() || box.refill(*this)) {
+    while (!batch_.empty() || box.refill(*this, [] { return false; })) {
         for (std::size_t i = 0; i < batch_.size(); ++i) {
             handle(*batch_[i]);
             box.ops_.free(std::exchange(batch_[i], nullptr));
         }
-        box.count_.fetch_sub(batch_.size(), std::memory_order_acq_rel);
+        box.count_.fetch_sub(batch_.size(), std::memory_order_relaxed);
         batch_.clear();
     }
 }

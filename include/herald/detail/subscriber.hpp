@@ -238,11 +238,13 @@ private:
     }
 
     /// Puts into a keyed mailbox; a key that was idle gets its queue posted. Throws like
-    /// a put (the key's extraction too).
+    /// a put (the key's extraction too). The key is looked up without allocating.
     void push_keyed(keyed_mailbox& keyed, envelope_base& env, bool move) {
-        std::unique_ptr<stored_key> key = keys_->extract(env);
-        std::shared_ptr<key_queue> idle =
-            keyed.push(env, move, std::move(key), std::static_pointer_cast<subscriber_base>(shared_from_this()));
+        extracted_key key;
+        keys_->extract_into(env, key);
+        std::shared_ptr<key_queue> idle = keyed.push(env, move, key.get(), [this] {
+            return std::static_pointer_cast<subscriber_base>(shared_from_this());
+        });
         if (idle) {
             reschedule_keyed(idle);
         }
@@ -264,6 +266,31 @@ private:
         } catch (...) {
             refused_key(queue, std::current_exception());
         }
+    }
+
+    /// Like a strand that ran dry while events stream (see `more_soon`): looks at the
+    /// key's queue once per `dry_nap` (each look pulls the line the publisher writes),
+    /// for the executor's spin budget or `idle_poll` without one, and stops early when
+    /// other tasks wait for the worker.
+    bool await_keyed(const key_queue& queue) noexcept override {
+        const auto start = std::chrono::steady_clock::now();
+        const auto until = start + std::max(exec_->spin(), idle_poll);
+        auto look = start + dry_nap;
+        for (auto now = start; now < until; now = std::chrono::steady_clock::now()) {
+            if (now >= look) {
+                if (queue.has_waiting()) {
+                    return true;
+                }
+                if (exec_->has_waiting_tasks()) {
+                    return false;
+                }
+                look = now + dry_nap;
+            }
+            for (int i = 0; i < 16; ++i) {
+                cpu_pause();
+            }
+        }
+        return queue.has_waiting();
     }
 
     void left_keyed(std::size_t count) noexcept override {
