@@ -523,6 +523,50 @@ void moodycamel_burst(benchmark::State& state) {
     }
 }
 
+// --- a bounded backlog ---------------------------------------------------------------------
+//
+// A subscriber with a capacity of C is held inside its first call while 3C events of
+// 1 KB are published: C of them wait (the rest are dropped by its overflow rule). The
+// growth of live heap bytes, divided by C, is what one place of a full mailbox holds:
+// the flow-control issue's bound is C x (event + 64 B) plus a constant.
+
+std::size_t bounded_capacity() { return herald_bench::scaled<std::size_t>(10'000, 2'000); }
+
+void herald_bounded(benchmark::State& state, herald::overflow rule) {
+    if (!can_count(state)) {
+        return;
+    }
+    const std::size_t capacity = bounded_capacity();
+    for (auto _ : state) {
+        herald::bus bus{{.workers = 1}};
+        std::atomic<bool> entered{false};
+        std::atomic<bool> release{false};
+        auto blocker = [&](const burst_event& /*unused*/) {
+            if (!entered.exchange(true)) {
+                entered.notify_all();
+                release.wait(false);
+            }
+        };
+        auto sub = bus.subscribe<burst_topic>(blocker, {.pool = bus.make_pool(1), .capacity = capacity + 1,
+                                                         .overflow = rule});
+        bus.publish<burst_topic>(burst_event{});
+        entered.wait(false);
+        const std::int64_t before = live();
+        for (std::size_t i = 0; i < 3 * capacity; ++i) {
+            bus.publish<burst_topic>(burst_event{i, i});
+        }
+        const std::int64_t after = live();
+        const auto waiting = sub.stats().waiting;
+        release.store(true);
+        release.notify_all();
+        bus.drain();
+        const double per_place = static_cast<double>(after - before) / static_cast<double>(capacity);
+        state.counters["bytes_per_place"] = per_place;
+        state.counters["overhead_bytes"] = per_place - static_cast<double>(sizeof(burst_event));
+        state.counters["waiting"] = static_cast<double>(waiting);
+    }
+}
+
 #define HERALD_MEMORY(fn, name) BENCHMARK(fn)->Name(name)->Iterations(1)->UseRealTime()
 
 HERALD_MEMORY(herald_queued<16>, "queued_bytes/herald/16");
@@ -540,6 +584,14 @@ HERALD_MEMORY(herald_churn, "churn/herald")->Apply(churn_sizes);
 HERALD_MEMORY(signals2_churn, "churn/signals2")->Apply(churn_sizes);
 
 HERALD_MEMORY(herald_burst, "burst_1k/herald");
+BENCHMARK_CAPTURE(herald_bounded, drop_newest, herald::overflow::drop_newest)
+    ->Name("bounded_backlog/drop_newest")
+    ->Iterations(1)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(herald_bounded, drop_oldest, herald::overflow::drop_oldest)
+    ->Name("bounded_backlog/drop_oldest")
+    ->Iterations(1)
+    ->UseRealTime();
 HERALD_MEMORY(moodycamel_burst, "burst_1k/moodycamel");
 
 } // namespace

@@ -277,6 +277,25 @@ def build_rows(r):
                     "time <= 1.5x", lambda h, b, q: q >= 1 / 1.5))
     sections.append(("Delivery policies, async 1->1 (higher is better)", rows))
 
+    # Flow control (the flow-control issue): what a bound costs, block's pace, keyed ordering.
+    rows = []
+    rows.append(Row("async 1->1, capacity 1M (block) vs unbounded (events/s)", ips("bounded_1to1/capacity_1M"),
+                    ips("bounded_1to1/unbounded"), "ratio >= 0.9", lambda h, b, q: q >= 0.9))
+    over = lambda c: r.value("block_overload/herald", c)  # noqa: E731
+    rows.append(Row("block under overload: publisher rate vs consumer rate (events/s)", over("publisher_per_s"),
+                    over("consumer_per_s"), "ratio within 0.9-1.1", lambda h, b, q: 0.9 <= q <= 1.1))
+    rows.append(Row("by_key, 1000 keys, 100 us handlers, 8 workers vs serial (events/s)",
+                    ips("keyed_parallel/by_key"), ips("keyed_parallel/serial"), "ratio >= 5", lambda h, b, q: q >= 5))
+    rows.append(Row("by_key, one key vs serial, 1->1 (events/s)", ips("keyed_one_key/by_key"),
+                    ips("keyed_one_key/serial"), "ratio >= 0.8", lambda h, b, q: q >= 0.8))
+    for rule in ("drop_newest", "drop_oldest"):
+        target, check = (None, None)
+        if rule == "drop_newest":
+            target, check = "herald <= 64 B", (lambda h, b, q: h <= 64)
+        rows.append(Row(f"bounded backlog, 1 KB events ({rule}): bytes per place beyond the event",
+                        r.value(f"bounded_backlog/{rule}", "overhead_bytes"), None, target, check, ratio=False))
+    sections.append(("Flow control", rows))
+
     # 7: idle.
     rows = []
     cpu = lambda name: r.value(name, "cpu_pct")  # noqa: E731
