@@ -310,7 +310,8 @@ struct counter_block {
 
     shard by_thread[shards];
 
-    /// One inline delivery by the thread whose slot index is `index`.
+    /// One inline delivery by the thread whose slot index is `index`. Such a call is also
+    /// an accepted event: `read` counts it as both, so the inline hot path stores once.
     void count_inline(std::uint32_t index) noexcept { bump(index, &shard::delivered, delivered); }
 
     /// One event accepted (the filter let it through) on the thread whose slot is `me`.
@@ -326,8 +327,9 @@ struct counter_block {
         out.accepted = accepted.load(std::memory_order_relaxed);
         out.delivered = delivered.load(std::memory_order_relaxed);
         for (const auto& s : by_thread) {
-            out.accepted += s.accepted.load(std::memory_order_relaxed);
-            out.delivered += s.delivered.load(std::memory_order_relaxed);
+            const std::uint64_t inline_handled = s.delivered.load(std::memory_order_relaxed);
+            out.accepted += s.accepted.load(std::memory_order_relaxed) + inline_handled;
+            out.delivered += inline_handled;
         }
         out.failed = failed.load(std::memory_order_relaxed);
         out.discarded = discarded.load(std::memory_order_relaxed);

@@ -48,8 +48,10 @@ public:
                 got = run_call(env, false, who, why, shard);
             }
         });
-        if (got != outcome_kind::skipped) {
-            // The filter let it through (a filter that throws is a failure, not accepted).
+        // The filter let it through (a filter that throws is a failure, not accepted). A
+        // call announced in the thread's shard that succeeded is counted as accepted by
+        // its delivery count already (see `counter_block::count_inline`).
+        if (got == outcome_kind::failed || (got == outcome_kind::handled && counted_in >= counter_block::shards)) {
             stats_->count_accepted_in(counted_in);
         }
         switch (got) {
