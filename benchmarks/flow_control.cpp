@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -30,13 +31,12 @@ void publish_range(herald::bus& bus, std::uint64_t n) {
 
 // --- a bound on a 1->1 stream ------------------------------------------------------------
 
-// The async 1->1 run of bench_async_throughput, with and without a capacity of 1M
-// (overflow::block; the backlog never reaches it, so this is the cost of counting).
-void stream_1to1(benchmark::State& state, std::size_t capacity) {
-    const std::uint64_t n = events();
+/// One publisher streams `n` events per iteration to one subscriber set up with
+/// `options` (handler: add to a sink) on a one-worker bus, after a warm-up of `n / 8`.
+void stream(benchmark::State& state, std::uint64_t n, herald::subscribe_options<ev16> options) {
     herald::bus bus{{.workers = 1}};
     std::uint64_t sink = 0;
-    auto sub = bus.subscribe<flow_topic>([&sink](const ev16& e) { sink += e.a; }, {.capacity = capacity});
+    auto sub = bus.subscribe<flow_topic>([&sink](const ev16& e) { sink += e.a; }, std::move(options));
     publish_range(bus, n / 8);
     bus.drain();
     for (auto _ : state) {
@@ -46,6 +46,10 @@ void stream_1to1(benchmark::State& state, std::size_t capacity) {
     benchmark::DoNotOptimize(sink);
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
+
+// The async 1->1 run of bench_async_throughput, with and without a capacity of 1M
+// (overflow::block; the backlog never reaches it, so this is the cost of counting).
+void stream_1to1(benchmark::State& state, std::size_t capacity) { stream(state, events(), {.capacity = capacity}); }
 
 // --- block under overload ----------------------------------------------------------------
 
@@ -114,19 +118,7 @@ void keys_in_parallel(benchmark::State& state, herald::ordering order) {
 
 /// One publisher, one key, a trivial handler: what keyed bookkeeping costs a stream.
 void one_key(benchmark::State& state, herald::ordering order) {
-    const std::uint64_t n = events() / 4;
-    herald::bus bus{{.workers = 1}};
-    std::uint64_t sink = 0;
-    auto sub = bus.subscribe<flow_topic>([&sink](const ev16& e) { sink += e.a; },
-                                         {.order = order, .key = [](const ev16&) { return 7; }});
-    publish_range(bus, n / 8);
-    bus.drain();
-    for (auto _ : state) {
-        publish_range(bus, n);
-        bus.drain();
-    }
-    benchmark::DoNotOptimize(sink);
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+    stream(state, events() / 4, {.order = order, .key = [](const ev16&) { return 7; }});
 }
 
 /// Each scenario runs once per repetition (bench.sh repeats and takes medians), timed
