@@ -66,10 +66,9 @@ void work_for(std::chrono::nanoseconds d) {
 void block_overload(benchmark::State& state) {
     const std::uint64_t n = herald_bench::scaled<std::uint64_t>(200'000, 20'000);
     herald::bus bus{{.workers = 1}};
-    auto sub = bus.subscribe<flow_topic>([](const ev16&) { work_for(std::chrono::microseconds(2)); },
-                                         {.capacity = 1000,
-                                          .overflow = herald::overflow::block,
-                                          .block_timeout = std::chrono::seconds(60)});
+    auto sub = bus.subscribe<flow_topic>(
+        [](const ev16&) { work_for(std::chrono::microseconds(2)); },
+        {.capacity = 1000, .overflow = herald::overflow::block, .block_timeout = std::chrono::seconds(60)});
     double publisher_rate = 0;
     double consumer_rate = 0;
     for (auto _ : state) {
@@ -96,9 +95,9 @@ void keys_in_parallel(benchmark::State& state, herald::ordering order) {
     const int per_publisher = herald_bench::scaled(500, 100);
     herald::bus bus{{.workers = 1}};
     auto pool = bus.make_pool(8);
-    auto sub = bus.subscribe<flow_topic>(
-        [](const ev16&) { std::this_thread::sleep_for(std::chrono::microseconds(100)); },
-        {.order = order, .pool = pool, .key = [](const ev16& e) { return e.a % 1000; }});
+    auto sub =
+        bus.subscribe<flow_topic>([](const ev16&) { std::this_thread::sleep_for(std::chrono::microseconds(100)); },
+                                  {.order = order, .pool = pool, .key = [](const ev16& e) { return e.a % 1000; }});
     for (auto _ : state) {
         std::vector<std::thread> threads;
         for (int p = 0; p < publishers; ++p) {

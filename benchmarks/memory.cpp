@@ -547,8 +547,8 @@ void herald_bounded(benchmark::State& state, herald::overflow rule) {
                 release.wait(false);
             }
         };
-        auto sub = bus.subscribe<burst_topic>(blocker, {.pool = bus.make_pool(1), .capacity = capacity + 1,
-                                                         .overflow = rule});
+        auto sub =
+            bus.subscribe<burst_topic>(blocker, {.pool = bus.make_pool(1), .capacity = capacity + 1, .overflow = rule});
         bus.publish<burst_topic>(burst_event{});
         entered.wait(false);
         const std::int64_t before = live();

@@ -30,9 +30,9 @@ int main() {
                                        .block_timeout = std::chrono::seconds(2)});
 
     // Telemetry may be lost, but the producer must never wait: refuse when 10 wait.
-    auto uploader = bus.subscribe<telemetry>(
-        [](const job&) { std::this_thread::sleep_for(std::chrono::microseconds(200)); },
-        {.name = "uploader", .capacity = 10, .overflow = herald::overflow::reject});
+    auto uploader =
+        bus.subscribe<telemetry>([](const job&) { std::this_thread::sleep_for(std::chrono::microseconds(200)); },
+                                 {.name = "uploader", .capacity = 10, .overflow = herald::overflow::reject});
 
     const auto start = std::chrono::steady_clock::now();
     int refused_jobs = 0;
@@ -54,9 +54,8 @@ int main() {
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(w.blocked).count()));
     std::printf("worker:   %llu delivered, %d refused, at most %zu waiting (capacity %zu)\n",
                 static_cast<unsigned long long>(w.delivered), refused_jobs, w.high_water, w.capacity);
-    std::printf("uploader: %llu delivered, %llu refused (capacity %zu)\n",
-                static_cast<unsigned long long>(u.delivered), static_cast<unsigned long long>(u.rejected),
-                u.capacity);
+    std::printf("uploader: %llu delivered, %llu refused (capacity %zu)\n", static_cast<unsigned long long>(u.delivered),
+                static_cast<unsigned long long>(u.rejected), u.capacity);
     const bool ok = w.delivered == 1000 && refused_jobs == 0 && w.high_water <= 100 &&
                     u.delivered + u.rejected == 1000 && u.rejected == static_cast<unsigned>(refused_samples);
     return ok ? 0 : 1;

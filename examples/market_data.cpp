@@ -36,10 +36,9 @@ int main() {
             screen[q.symbol] = q;
             ++repaints;
         },
-        {.name = "screen",
-         .capacity = 16,
-         .overflow = herald::overflow::conflate,
-         .key = [](const quote& q) { return q.symbol; }});
+        {.name = "screen", .capacity = 16, .overflow = herald::overflow::conflate, .key = [](const quote& q) {
+             return q.symbol;
+         }});
 
     // The strategy: every quote, one at a time per symbol, symbols in parallel.
     std::mutex last_mutex;
@@ -54,10 +53,9 @@ int main() {
             }
             last = q.tick;
         },
-        {.name = "strategy",
-         .order = herald::ordering::by_key,
-         .pool = bus.make_pool(4),
-         .key = [](const quote& q) { return q.symbol; }});
+        {.name = "strategy", .order = herald::ordering::by_key, .pool = bus.make_pool(4), .key = [](const quote& q) {
+             return q.symbol;
+         }});
 
     const char* const symbols[] = {"ACME", "GLOBEX", "INITECH", "UMBRELLA"};
     for (int tick = 1; tick <= 2000; ++tick) {
@@ -73,8 +71,8 @@ int main() {
     for (const auto& [symbol, q] : screen) {
         std::printf("  %-9s %.2f (tick %d)\n", symbol.c_str(), q.price, q.tick);
     }
-    std::printf("strategy: %llu quotes, %d out of order\n",
-                static_cast<unsigned long long>(strategy.stats().delivered), out_of_order.load());
+    std::printf("strategy: %llu quotes, %d out of order\n", static_cast<unsigned long long>(strategy.stats().delivered),
+                out_of_order.load());
     // Every symbol's last quote reached the screen; every quote reached the strategy.
     const bool ok = screen.size() == 4 && screen.at("ACME").tick == 2000 && out_of_order.load() == 0 &&
                     strategy.stats().delivered == 2000 &&

@@ -96,7 +96,7 @@ struct bus_stats {
     /// Failed deliveries: the handler threw or returned a failure, the filter threw, the
     /// subscriber's copy of the event could not be made, or its executor refused the work.
     std::uint64_t failed = 0;
-    std::uint64_t discarded = 0;              ///< deliveries dropped because the subscriber left or its owner died
+    std::uint64_t discarded = 0; ///< deliveries dropped because the subscriber left or its owner died
     /// Deliveries dropped by `shutdown(discard)` or by full mailboxes (`overflow::drop_oldest`,
     /// `drop_newest`).
     std::uint64_t dropped = 0;

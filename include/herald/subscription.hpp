@@ -21,10 +21,10 @@ namespace herald {
 /// at-least-once topic `failed` counts failed attempts, and an event that finally fails
 /// ends in `dead_lettered`.
 struct subscription_stats {
-    std::uint64_t accepted = 0;      ///< events its filter let through (all of them without a filter)
-    std::uint64_t delivered = 0;     ///< handler calls that returned normally
-    std::uint64_t failed = 0;        ///< handler (or filter) calls that threw or returned a failure
-    std::uint64_t discarded = 0;     ///< queued events dropped because it had unsubscribed
+    std::uint64_t accepted = 0;  ///< events its filter let through (all of them without a filter)
+    std::uint64_t delivered = 0; ///< handler calls that returned normally
+    std::uint64_t failed = 0;    ///< handler (or filter) calls that threw or returned a failure
+    std::uint64_t discarded = 0; ///< queued events dropped because it had unsubscribed
     /// Events dropped by `shutdown(herald::discard)`, or by a full mailbox
     /// (`overflow::drop_oldest`, `drop_newest`, or a new key of a full conflating one).
     std::uint64_t dropped = 0;

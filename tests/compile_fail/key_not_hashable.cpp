@@ -13,6 +13,6 @@ struct prices : herald::topic<price> {};
 
 int main() {
     herald::bus bus;
-    auto sub = bus.subscribe<prices>([](const price&) {}, {.overflow = herald::overflow::conflate,
-                                                           .key = [](const price&) { return position{}; }});
+    auto sub = bus.subscribe<prices>(
+        [](const price&) {}, {.overflow = herald::overflow::conflate, .key = [](const price&) { return position{}; }});
 }

@@ -1,6 +1,8 @@
 // Executors users already run: an application-driven loop, and Boost.Asio.
 #include "support/events.hpp"
 
+#include <doctest/doctest.h>
+
 #include <herald/asio.hpp>
 #include <herald/herald.hpp>
 #include <herald/loop_executor.hpp>
@@ -8,8 +10,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
-
-#include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>

@@ -2,10 +2,10 @@
 // blocking publishers that must not deadlock, and the options herald refuses.
 #include "support/events.hpp"
 
+#include <doctest/doctest.h>
+
 #include <herald/herald.hpp>
 #include <herald/testing.hpp>
-
-#include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>
@@ -24,7 +24,8 @@ struct quote {
 struct quotes : herald::topic<quote> {};
 struct letters_quotes : herald::topic<quote, herald::with_dead_letters<>> {};
 struct retried_quotes
-    : herald::topic<quote, herald::at_least_once<herald::max_attempts<3>, herald::fixed_backoff<herald::delay::ms(1)>>> {};
+    : herald::topic<quote,
+                    herald::at_least_once<herald::max_attempts<3>, herald::fixed_backoff<herald::delay::ms(1)>>> {};
 
 /// Conservation once nothing waits: every accepted event has exactly one outcome.
 void check_conservation(const herald::subscription_stats& s) {
@@ -105,10 +106,9 @@ TEST_CASE("drop_newest and drop_oldest keep the first or the last events, counte
 TEST_CASE("conflate keeps only the newest waiting event of each key, in its place") {
     herald::testing::harness h;
     std::vector<std::string> seen;
-    auto sub = h.bus().subscribe<quotes>([&](const quote& q) { seen.push_back(q.symbol + std::to_string(q.price)); },
-                                         {.capacity = 2,
-                                          .overflow = herald::overflow::conflate,
-                                          .key = [](const quote& q) { return q.symbol; }});
+    auto sub = h.bus().subscribe<quotes>(
+        [&](const quote& q) { seen.push_back(q.symbol + std::to_string(q.price)); },
+        {.capacity = 2, .overflow = herald::overflow::conflate, .key = [](const quote& q) { return q.symbol; }});
     h.bus().publish<quotes>({"A", 1});
     h.bus().publish<quotes>({"B", 1});
     h.bus().publish<quotes>({"A", 2}); // replaces A1 where it waits
@@ -150,13 +150,13 @@ TEST_CASE("conflate without a bound keeps one event per key and never drops") {
 TEST_CASE("a key extractor that throws is a failed delivery of that subscriber only") {
     herald::testing::harness h;
     int others = 0;
-    auto keyed = h.bus().subscribe<quotes>([](const quote&) {}, {.overflow = herald::overflow::conflate,
-                                                                 .key = [](const quote& q) -> std::string {
-                                                                     if (q.price < 0) {
-                                                                         throw std::runtime_error("no key");
-                                                                     }
-                                                                     return q.symbol;
-                                                                 }});
+    auto keyed = h.bus().subscribe<quotes>(
+        [](const quote&) {}, {.overflow = herald::overflow::conflate, .key = [](const quote& q) -> std::string {
+                                  if (q.price < 0) {
+                                      throw std::runtime_error("no key");
+                                  }
+                                  return q.symbol;
+                              }});
     auto other = h.bus().subscribe<quotes>([&](const quote&) { ++others; });
     const auto r = h.bus().publish<quotes>({"A", -1});
     CHECK(r.failed_to_queue == 1);
@@ -226,8 +226,8 @@ TEST_CASE("options herald does not offer are usage errors at subscribe") {
     CHECK_THROWS_AS((void)h.bus().subscribe<quotes>([](const quote&) {}, {.overflow = herald::overflow::conflate}),
                     herald::usage_error);
     CHECK_THROWS_AS((void)h.bus().subscribe<quotes>([](const quote&) {}, {.order = herald::ordering::concurrent,
-                                                                         .capacity = 4,
-                                                                         .overflow = herald::overflow::drop_oldest}),
+                                                                          .capacity = 4,
+                                                                          .overflow = herald::overflow::drop_oldest}),
                     herald::usage_error);
     CHECK_THROWS_AS((void)h.bus().subscribe<quotes>([](const quote&) {},
                                                     {.capacity = 4, .overflow = herald::overflow::dead_letter}),
@@ -238,9 +238,9 @@ TEST_CASE("options herald does not offer are usage errors at subscribe") {
                     herald::usage_error);
     // Bounded priority and concurrent subscribers with the other rules are fine.
     auto a = h.bus().subscribe<ranked>([](const quote&) {}, {.capacity = 4, .overflow = herald::overflow::reject});
-    auto b = h.bus().subscribe<quotes>([](const quote&) {}, {.order = herald::ordering::concurrent,
-                                                             .capacity = 4,
-                                                             .overflow = herald::overflow::drop_newest});
+    auto b = h.bus().subscribe<quotes>(
+        [](const quote&) {},
+        {.order = herald::ordering::concurrent, .capacity = 4, .overflow = herald::overflow::drop_newest});
     CHECK(a.stats().capacity == 4);
     CHECK(b.stats().capacity == 4);
 }
@@ -282,9 +282,9 @@ TEST_CASE("block: the publisher waits for room and goes on once the subscriber t
 TEST_CASE("block: a publisher still blocked when the timeout passes is refused") {
     herald::bus bus{{.workers = 1}};
     gated_log log;
-    auto sub = bus.subscribe<quotes>(std::ref(log), {.capacity = 1,
-                                                     .overflow = herald::overflow::block,
-                                                     .block_timeout = std::chrono::milliseconds(30)});
+    auto sub = bus.subscribe<quotes>(
+        std::ref(log),
+        {.capacity = 1, .overflow = herald::overflow::block, .block_timeout = std::chrono::milliseconds(30)});
     bus.publish<quotes>({"A", 1});
     CHECK(test::eventually([&] { return sub.stats().waiting == 1; }));
     const auto started = std::chrono::steady_clock::now();
@@ -341,9 +341,8 @@ TEST_CASE("block never waits inside a handler: a full mailbox on the handler's o
 TEST_CASE("unsubscribe does not wait for a publisher blocked on the subscriber's full mailbox") {
     herald::bus bus{{.workers = 1}};
     gated_log log;
-    auto sub = bus.subscribe<quotes>(std::ref(log), {.capacity = 1,
-                                                     .overflow = herald::overflow::block,
-                                                     .block_timeout = std::chrono::seconds(30)});
+    auto sub = bus.subscribe<quotes>(
+        std::ref(log), {.capacity = 1, .overflow = herald::overflow::block, .block_timeout = std::chrono::seconds(30)});
     bus.publish<quotes>({"A", 1});
     CHECK(test::eventually([&] { return sub.stats().waiting == 1; }));
     std::atomic<bool> published{false};

@@ -2,10 +2,10 @@
 // parallel, a slow key holding back only itself.
 #include "support/events.hpp"
 
+#include <doctest/doctest.h>
+
 #include <herald/herald.hpp>
 #include <herald/testing.hpp>
-
-#include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>
@@ -139,13 +139,13 @@ TEST_CASE("by_key with a bound refuses like any bounded mailbox, and conserves e
 
 TEST_CASE("by_key needs a key, and priority topics stay serial") {
     herald::testing::harness h;
-    CHECK_THROWS_AS((void)h.bus().subscribe<account_events>([](const order_event&) {},
-                                                            {.order = herald::ordering::by_key}),
-                    herald::usage_error);
+    CHECK_THROWS_AS(
+        (void)h.bus().subscribe<account_events>([](const order_event&) {}, {.order = herald::ordering::by_key}),
+        herald::usage_error);
     struct ranked : herald::topic<order_event, herald::priority<2>> {};
-    CHECK_THROWS_AS((void)h.bus().subscribe<ranked>([](const order_event&) {},
-                                                    {.order = herald::ordering::by_key,
-                                                     .key = [](const order_event& e) { return e.account; }}),
+    CHECK_THROWS_AS((void)h.bus().subscribe<ranked>(
+                        [](const order_event&) {},
+                        {.order = herald::ordering::by_key, .key = [](const order_event& e) { return e.account; }}),
                     herald::usage_error);
 }
 

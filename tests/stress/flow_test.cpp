@@ -2,9 +2,9 @@
 // event ends in exactly one outcome, nothing waits once drained, and the bound holds.
 #include "support/events.hpp"
 
-#include <herald/herald.hpp>
-
 #include <doctest/doctest.h>
+
+#include <herald/herald.hpp>
 
 #include <atomic>
 #include <chrono>

@@ -1425,8 +1425,8 @@ void model::check_gauges(const sub_record& r, const herald::subscription_stats& 
                                ", above its capacity"));
     }
     if (s.blocked.count() != 0 && !(r.bounded() && r.rule == herald::overflow::block)) {
-        problem(sw::bound, cat(describe(r), ": blocked ", s.blocked.count(), " ns ", when,
-                               " without a bound that blocks"));
+        problem(sw::bound,
+                cat(describe(r), ": blocked ", s.blocked.count(), " ns ", when, " without a bound that blocks"));
     }
 }
 
@@ -1510,9 +1510,9 @@ void model::check_order(sub_record& r, const stamp& s, std::uint32_t key) {
     }
     auto& last = r.last_seen[key][s.publisher][s.depth];
     if (static_cast<std::int64_t>(s.counter) <= last) {
-        problem(sw::order, cat(describe(r), ": got event ", s.counter, " of publisher ", s.publisher, " (depth ",
-                               s.depth, r.keyed() ? cat(", key ", key) : std::string(), ") after event ", last,
-                               " of the same publisher"));
+        problem(sw::order,
+                cat(describe(r), ": got event ", s.counter, " of publisher ", s.publisher, " (depth ", s.depth,
+                    r.keyed() ? cat(", key ", key) : std::string(), ") after event ", last, " of the same publisher"));
     }
     last = static_cast<std::int64_t>(s.counter);
 }
@@ -1962,7 +1962,8 @@ void model::verify() {
     // every one a `block` subscriber refused took its timeout, they waited. (One that was
     // merely slow, preempted or running inline handlers, is no proof; all of them are.)
     if (nested_block_refusals >= 3 && nested_block_slow == nested_block_refusals) {
-        problem(sw::bound, cat("all ", nested_block_refusals, " publishes from inside a filter, handler or error "
+        problem(sw::bound, cat("all ", nested_block_refusals,
+                               " publishes from inside a filter, handler or error "
                                "handler that a full `block` mailbox refused took 1 ms or more: they waited for room"));
     }
 
@@ -2029,8 +2030,9 @@ void model::verify() {
         }
         const bool dead_letters_overflow = r.bounded() && r.rule == herald::overflow::dead_letter;
         if (!dead_letters_overflow && overflow_letters_of[u] != 0) {
-            problem(family, cat(who, ": ", overflow_letters_of[u], " dead letters with reason overflow name it, but "
-                                                                   "its mailbox does not dead-letter"));
+            problem(family, cat(who, ": ", overflow_letters_of[u],
+                                " dead letters with reason overflow name it, but "
+                                "its mailbox does not dead-letter"));
         }
         if (r.topic != topic_kind::dead) {
             const auto t = static_cast<std::size_t>(r.topic);
@@ -2083,10 +2085,10 @@ void model::verify() {
         if (r.filtered) {
             const std::uint64_t offered = filter_true + (retrying ? 0 : filter_threw);
             if (outcomes != offered) {
-                problem(family, cat(who, ": ", counts, ", dead-lettered ", s.dead_lettered, ", rejected ", s.rejected,
-                                    ", conflated ", s.conflated, " but its filter accepted ", filter_true,
-                                    " and threw ", filter_threw,
-                                    " (each accepted event must end in exactly one outcome)"));
+                problem(family,
+                        cat(who, ": ", counts, ", dead-lettered ", s.dead_lettered, ", rejected ", s.rejected,
+                            ", conflated ", s.conflated, " but its filter accepted ", filter_true, " and threw ",
+                            filter_threw, " (each accepted event must end in exactly one outcome)"));
             }
         }
         // A filter that threw is a failure but not an accepted event.
@@ -2117,7 +2119,8 @@ void model::verify() {
         }
     }
     for (std::size_t t = 0; t < user_topics; ++t) {
-        const bool off = overflow_exact[t] ? overflowed[t] != overflow_outcomes[t] : overflowed[t] > overflow_outcomes[t];
+        const bool off =
+            overflow_exact[t] ? overflowed[t] != overflow_outcomes[t] : overflowed[t] > overflow_outcomes[t];
         if (off) {
             problem(sw::publish,
                     cat("topic ", label(static_cast<topic_kind>(t)), ": publish_result::overflowed adds up to ",
@@ -2171,10 +2174,11 @@ void model::verify() {
     // drops may have been discarded as well: exact only when no mailbox drops.
     if (!cfg_.discard || drops_of_bounds == 0) {
         compare("dropped (returned by shutdown)", shutdown_returned_, cfg_.discard ? final_stats_.dropped : 0);
-    } else if (shutdown_returned_ > final_stats_.dropped || shutdown_returned_ + drops_of_bounds < final_stats_.dropped) {
-        problem(sw::stats, cat("shutdown(discard) returned ", shutdown_returned_, ", but bus_stats::dropped is ",
-                               final_stats_.dropped, " of which full mailboxes that drop account for at most ",
-                               drops_of_bounds));
+    } else if (shutdown_returned_ > final_stats_.dropped ||
+               shutdown_returned_ + drops_of_bounds < final_stats_.dropped) {
+        problem(sw::stats,
+                cat("shutdown(discard) returned ", shutdown_returned_, ", but bus_stats::dropped is ",
+                    final_stats_.dropped, " of which full mailboxes that drop account for at most ", drops_of_bounds));
     }
     if (unknown_reports_ != 0) {
         problem(sw::errors, cat(unknown_reports_.load(), " error reports named no subscription of the model"));
@@ -2212,9 +2216,9 @@ void model::check_bound(const sub_record& r, std::uint64_t waited_refusals,
     // first, and that time is counted.
     if (readable && r.bounded() && r.rule == herald::overflow::block &&
         r.at_end.blocked < r.block_timeout * static_cast<std::int64_t>(waited_refusals)) {
-        problem(sw::bound, cat(describe(r), ": stats().blocked is ", r.at_end.blocked.count(), " ns, but ",
-                               waited_refusals, " publishes were refused after waiting ",
-                               r.block_timeout.count(), " ns each"));
+        problem(sw::bound,
+                cat(describe(r), ": stats().blocked is ", r.at_end.blocked.count(), " ns, but ", waited_refusals,
+                    " publishes were refused after waiting ", r.block_timeout.count(), " ns each"));
     }
     if (!r.bounded() || backlog_steps.empty()) {
         return;

@@ -343,7 +343,8 @@ struct counter_block {
     }
 
 private:
-    void bump(std::uint32_t index, std::atomic<std::uint64_t> shard::*cell, std::atomic<std::uint64_t>& shared) noexcept {
+    void bump(std::uint32_t index, std::atomic<std::uint64_t> shard::*cell,
+              std::atomic<std::uint64_t>& shared) noexcept {
         if (index < shards) {
             auto& c = by_thread[index].*cell;
             c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

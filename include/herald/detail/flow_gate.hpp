@@ -92,7 +92,8 @@ public:
     /// Events waiting now (places taken). The count briefly includes a publisher's attempt
     /// on a full mailbox (taken, then given back at once), so it is clamped to the capacity.
     [[nodiscard]] std::size_t waiting() const noexcept {
-        return static_cast<std::size_t>(std::clamp<std::int64_t>(waiting_.load(std::memory_order_acquire), 0, capacity_));
+        return static_cast<std::size_t>(
+            std::clamp<std::int64_t>(waiting_.load(std::memory_order_acquire), 0, capacity_));
     }
     /// The most events that ever waited at once.
     [[nodiscard]] std::size_t high_water() const noexcept {

@@ -107,8 +107,7 @@ public:
     /// was idle (made for the subscriber `make_handler()` returns): the caller posts it.
     /// Throws, changing nothing, when the copy or memory fails.
     template <class MakeHandler>
-    std::shared_ptr<key_queue> push(envelope_base& env, bool move, const stored_key& key,
-                                    MakeHandler&& make_handler) {
+    std::shared_ptr<key_queue> push(envelope_base& env, bool move, const stored_key& key, MakeHandler&& make_handler) {
         envelope_base* copy = move ? ops_.move_new(env) : ops_.clone(env);
         try {
             const std::lock_guard lock(mutex_);

@@ -56,8 +56,8 @@ struct flow_options {
     const bool serial = setup.order == ordering::serial;
     const bool lanes = setup.policy->prioritised;
     const auto refuse = [&](std::string_view what) {
-        throw usage_error("herald: subscription '" + setup.name + "' to topic '" + std::string(topic) + "': " +
-                          std::string(what));
+        throw usage_error("herald: subscription '" + setup.name + "' to topic '" + std::string(topic) +
+                          "': " + std::string(what));
     };
     if (setup.order == ordering::by_key) {
         if (!flow.keys) {

@@ -112,8 +112,8 @@ public:
                 if (q->head_pos == q->head->capacity) {
                     q->next_block();
                 }
-                const std::size_t run = std::min<std::size_t>(
-                    {want, static_cast<std::size_t>(waiting), q->head->capacity - q->head_pos});
+                const std::size_t run =
+                    std::min<std::size_t>({want, static_cast<std::size_t>(waiting), q->head->capacity - q->head_pos});
                 chunk_queue_ = q;
                 chunk_ = q->head->slot(q->head_pos, layout_.slot_size);
                 // Next time, the next queue first (round robin between publishers).
@@ -204,7 +204,7 @@ private:
         }
 
         static block* make(std::uint32_t slots, std::size_t size) {
-            void* memory = ::operator new(header + slots * size, std::align_val_t{64});
+            void* memory = ::operator new (header + slots * size, std::align_val_t{64});
             auto* b = ::new (memory) block;
             b->capacity = slots;
             return b;
@@ -212,7 +212,7 @@ private:
 
         static void free(block* b) noexcept {
             b->~block();
-            ::operator delete(static_cast<void*>(b), std::align_val_t{64});
+            ::operator delete (static_cast<void*>(b), std::align_val_t{64});
         }
     };
     static_assert(sizeof(block) <= block::header);

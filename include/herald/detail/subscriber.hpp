@@ -77,9 +77,8 @@ public:
     /// stranding them (see `refused`). A serial subscriber that queued the copy is not
     /// scheduled here: the caller runs one light fence after all the puts of its publish,
     /// then calls `wake_if_idle` on each (one fence per publish, not per subscriber).
-    [[gnu::always_inline]] offered offer(envelope_base& env, bool move, std::size_t level,
-                                         clock_source::time_point now, topic_core* count_in,
-                                         std::uint8_t slot) noexcept {
+    [[gnu::always_inline]] offered offer(envelope_base& env, bool move, std::size_t level, clock_source::time_point now,
+                                         topic_core* count_in, std::uint8_t slot) noexcept {
         offered what = offered::declined;
         bool must_wait = false;
         with_entry([&](caller /*who*/, std::uint32_t /*shard*/) __attribute__((always_inline)) {
@@ -184,9 +183,8 @@ private:
         offered what = offered::refused;
         if (flow_->wait_for_room()) {
             what = offered::declined;
-            const bool open = with_entry([&](caller /*who*/, std::uint32_t /*shard*/) {
-                what = put_reserved(env, move, level, now);
-            });
+            const bool open = with_entry(
+                [&](caller /*who*/, std::uint32_t /*shard*/) { what = put_reserved(env, move, level, now); });
             if (!open) {
                 flow_->release(1);
                 count_discarded();
@@ -242,9 +240,8 @@ private:
     void push_keyed(keyed_mailbox& keyed, envelope_base& env, bool move) {
         extracted_key key;
         keys_->extract_into(env, key);
-        std::shared_ptr<key_queue> idle = keyed.push(env, move, key.get(), [this] {
-            return std::static_pointer_cast<subscriber_base>(shared_from_this());
-        });
+        std::shared_ptr<key_queue> idle = keyed.push(
+            env, move, key.get(), [this] { return std::static_pointer_cast<subscriber_base>(shared_from_this()); });
         if (idle) {
             reschedule_keyed(idle);
         }

@@ -304,7 +304,6 @@ protected:
             topic_->end_flight(envelope_access::epoch(env));
         }
     }
-
 };
 
 } // namespace herald::detail

@@ -253,7 +253,7 @@ public:
 private:
     /// Counts in `result` an async subscriber that did not queue the event.
     [[gnu::cold, gnu::noinline]] static void note_not_queued(publish_result& result, subscriber_base::offered why,
-                                                            const std::string& who) noexcept {
+                                                             const std::string& who) noexcept {
         switch (why) {
         case subscriber_base::offered::failed:
             ++result.failed_to_queue;
