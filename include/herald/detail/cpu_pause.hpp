@@ -18,22 +18,21 @@ inline void cpu_pause() noexcept {
 /// A lock for critical sections of a few dozen instructions that two threads take at a
 /// high rate (a publisher and a worker): a contended `std::mutex` sends both into the
 /// kernel; this one spins with `cpu_pause` and yields the CPU after a while (so a holder
-/// that was preempted gets to run). Meets the Lockable requirements (`std::lock_guard`).
+/// that was preempted gets to run). BasicLockable (`std::lock_guard`).
 class spin_lock {
 public:
     void lock() noexcept {
-        for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ++spins) {
+        int spins = 0;
+        while (locked_.exchange(true, std::memory_order_acquire)) {
             while (locked_.load(std::memory_order_relaxed)) {
-                if (spins < 64) {
+                if (++spins < 64) {
                     cpu_pause();
-                    ++spins;
                 } else {
                     std::this_thread::yield();
                 }
             }
         }
     }
-    [[nodiscard]] bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
     void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
 private:
