@@ -1,12 +1,14 @@
 // ordering::by_key: equal keys one at a time in publish order, different keys in
 // parallel, a slow key holding back only itself.
 #include "support/events.hpp"
+#include "support/watchdog.hpp"
 
 #include <doctest/doctest.h>
 
 #include <herald/herald.hpp>
 #include <herald/testing.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -24,6 +26,25 @@ struct order_event {
     int n = 0;
 };
 struct account_events : herald::topic<order_event> {};
+/// Copy-only (every move is a copy); the copy throws once `copies_left` (this thread's)
+/// reaches zero.
+struct brittle {
+    static inline thread_local int copies_left = -1; // negative: unlimited
+    int account = 0;
+    int n = 0;
+    brittle(int a, int v) : account(a), n(v) {}
+    brittle(const brittle& other) : account(other.account), n(other.n) {
+        if (copies_left == 0) {
+            throw std::runtime_error("copy refused");
+        }
+        if (copies_left > 0) {
+            --copies_left;
+        }
+    }
+    brittle& operator=(const brittle&) = default;
+    ~brittle() = default;
+};
+struct brittle_events : herald::topic<brittle> {};
 struct retried_account_events
     : herald::topic<order_event,
                     herald::at_least_once<herald::max_attempts<3>, herald::fixed_backoff<herald::delay::ms(1)>>> {};
@@ -204,4 +225,54 @@ TEST_CASE("by_key: a retry goes back to its key's queue, and nothing else is wok
     CHECK(s.accepted == 12);
     sub.unsubscribe(); // returns: nothing holds the subscriber
     CHECK_FALSE(sub.is_connected());
+}
+
+TEST_CASE("by_key: a copy that throws fails only its event, into a running key or a new one") {
+    auto token = std::make_shared<int>(0);
+    std::vector<int> seen;
+    herald::subscription_stats s{};
+    {
+        herald::bus bus{{.workers = 1}};
+        std::mutex mutex;
+        auto sub = bus.subscribe<brittle_events>(
+            [&, token](const brittle& e) {
+                const std::lock_guard lock(mutex);
+                seen.push_back(e.n);
+            },
+            {.order = herald::ordering::by_key, .key = [](const brittle& e) { return e.account; }});
+        // The publish's own copy succeeds; the copy into the mailbox throws.
+        const auto refused_copy = [&](int account, int n) {
+            const brittle e{account, n};
+            brittle::copies_left = 1;
+            const auto r = bus.publish<brittle_events>(e);
+            brittle::copies_left = -1;
+            CHECK(r.failed_to_queue == 1);
+        };
+        const auto publish = [&](int account, int n) { (void)bus.publish<brittle_events>(brittle{account, n}); };
+        publish(1, 0);
+        refused_copy(1, 1); // key 1's queue is probably still running
+        publish(1, 2);
+        bus.drain();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // key 1's queue has left
+        refused_copy(2, 3); // a new queue, made for the put that failed, must leave again
+        publish(2, 4);
+        refused_copy(1, 5);
+        publish(1, 6);
+        {
+            // A failed put that left its new queue listed but never posted would strand
+            // the events after it, and drain() would not return.
+            const test::watchdog dog("drain() after failed puts into keyed queues");
+            bus.drain();
+        }
+        s = sub.stats();
+    }
+    // The bus is gone: nothing (a key queue that never left, a publisher's pin) may keep
+    // the subscriber, and with it the handler, alive.
+    CHECK(token.use_count() == 1);
+    const std::vector<int> expected{0, 2, 4, 6};
+    std::sort(seen.begin(), seen.end()); // keys 1 and 2 may run in either order
+    CHECK(seen == expected);
+    CHECK(s.failed == 3);
+    CHECK(s.delivered == 4);
+    CHECK(s.accepted == 7);
 }

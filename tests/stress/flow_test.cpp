@@ -1,6 +1,7 @@
 // Bounded mailboxes under concurrent publishers: for every overflow rule, each accepted
 // event ends in exactly one outcome, nothing waits once drained, and the bound holds.
 #include "support/events.hpp"
+#include "support/watchdog.hpp"
 
 #include <doctest/doctest.h>
 
@@ -88,4 +89,77 @@ TEST_CASE("the rules a concurrent subscriber has conserve events under four publ
                       herald::overflow::dead_letter}) {
         run_mode(rule, herald::ordering::concurrent);
     }
+}
+
+namespace {
+
+struct keyed_entry {
+    int key = 0;
+    int publisher = 0;
+    int n = 0;
+};
+struct keyed_entries : herald::topic<keyed_entry> {};
+
+} // namespace
+
+TEST_CASE("by_key: keys whose queues come and go under twelve publishers lose nothing and keep order") {
+    // Twelve publishers alive at once: more than the keyed mailbox's pins, so some put
+    // through its lock while the others use their pin. Every 64 events a publisher
+    // pauses longer than a dry key waits, so key queues leave the mailbox and come back
+    // while publishers that cached them keep publishing to their keys.
+    constexpr int publishers = 12;
+    constexpr int keys = 4;
+    const int per_publisher = test::scaled(4000, 800);
+    herald::bus bus{{.workers = 1}};
+    auto pool = bus.make_pool(3);
+    std::vector<std::atomic<int>> inside(keys);
+    std::atomic<int> overlap{0};
+    std::atomic<int> out_of_order{0};
+    std::atomic<int> handled{0};
+    std::vector<std::vector<int>> last(keys, std::vector<int>(publishers, -1)); // one key's calls never overlap
+    auto sub = bus.subscribe<keyed_entries>(
+        [&](const keyed_entry& e) {
+            if (inside[static_cast<std::size_t>(e.key)].fetch_add(1) != 0) {
+                overlap.fetch_add(1);
+            }
+            int& seen = last[static_cast<std::size_t>(e.key)][static_cast<std::size_t>(e.publisher)];
+            if (e.n <= seen) {
+                out_of_order.fetch_add(1);
+            }
+            seen = e.n;
+            inside[static_cast<std::size_t>(e.key)].fetch_sub(1);
+            handled.fetch_add(1);
+        },
+        {.order = herald::ordering::by_key, .pool = pool, .key = [](const keyed_entry& e) { return e.key; }});
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < publishers; ++p) {
+        threads.emplace_back([&, p] {
+            ready.fetch_add(1);
+            while (ready.load() < publishers) {
+                std::this_thread::yield();
+            }
+            for (int i = 0; i < per_publisher; ++i) {
+                bus.publish<keyed_entries>({(i / 16 + p) % keys, p, i});
+                if (i % 64 == 63) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
+                }
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    {
+        // An event put into a queue that had left would never run: drain() would hang.
+        const test::watchdog dog("drain() after keyed queues came and went");
+        bus.drain();
+    }
+    CHECK(handled.load() == publishers * per_publisher);
+    CHECK(overlap.load() == 0);
+    CHECK(out_of_order.load() == 0);
+    const auto s = sub.stats();
+    CHECK(s.accepted == static_cast<std::uint64_t>(publishers * per_publisher));
+    CHECK(s.delivered == s.accepted);
+    CHECK(s.waiting == 0);
 }

@@ -28,7 +28,7 @@ template <class Event>
 std::unique_ptr<mailbox_base> make_mailbox(ordering order, const lane_rules& rules, std::size_t capacity,
                                            std::size_t batch) {
     if (order == ordering::by_key) {
-        return std::make_unique<keyed_mailbox>(ops_of<Event>(), batch);
+        return std::make_unique<keyed_mailbox>(ops_of<Event>(), stream_layout_of<Event>(false), batch);
     }
     if (order == ordering::concurrent) {
         return std::make_unique<shared_mailbox<typename slot_of<Event>::type>>(ops_of<Event>(), capacity);

@@ -240,24 +240,45 @@ private:
     void push_keyed(keyed_mailbox& keyed, envelope_base& env, bool move) {
         extracted_key key;
         keys_->extract_into(env, key);
-        std::shared_ptr<key_queue> idle = keyed.push(
-            env, move, key.get(), [this] { return std::static_pointer_cast<subscriber_base>(shared_from_this()); });
-        if (idle) {
-            reschedule_keyed(idle);
-        }
+        keyed.push(
+            env, move, key.get(), [this] { return std::static_pointer_cast<subscriber_base>(shared_from_this()); },
+            [this](const std::shared_ptr<key_queue>& idle) { reschedule_keyed(idle); });
     }
 
-    void handle_keyed(envelope_base& env) noexcept override {
-        const std::uint8_t slot = envelope_access::epoch(env);
-        if (process(env, {}, true, enter(), false)) {
-            topic_->end_flight(slot);
+    /// One turn of a key's queue on a worker. Like a strand's batch, the turn passes the
+    /// gate once and settles the in-flight counters once (a pass per event would trade
+    /// the gate's cache line with the publishers' check of it every event); once the
+    /// gate closes, the rest of the turn is discarded.
+    void run_keyed(key_queue& queue) noexcept override {
+        const bool open = enter();
+        std::int64_t ended[2] = {0, 0};
+        bool full = false;
+        {
+            const frame_scope holder(this, bus_, open);
+            full = queue.run_batch(
+                [&](envelope_base& env) {
+                    const std::uint8_t slot = envelope_access::epoch(env);
+                    if (process_entered(env, {}, true, open, false)) {
+                        ++ended[slot];
+                    }
+                },
+                [&] { return await_keyed(queue); }, [&](std::size_t count) { left_keyed(count); });
+        }
+        if (open) {
+            leave();
+        }
+        topic_->end_flights(0, ended[0]);
+        topic_->end_flights(1, ended[1]);
+        if (full) {
+            // A full batch: the worker goes to other keys, this one comes back later.
+            reschedule_keyed(queue.shared_from_this());
         }
     }
 
     /// Posts a key queue; when the executor refuses, fails every event waiting for that
     /// key (reported with the executor's exception, like a refused strand) and tries to
     /// post again for what arrived meanwhile.
-    void reschedule_keyed(const std::shared_ptr<key_queue>& queue) noexcept override {
+    void reschedule_keyed(const std::shared_ptr<key_queue>& queue) noexcept {
         try {
             exec_->post(queue);
         } catch (...) {
@@ -269,7 +290,7 @@ private:
     /// key's queue once per `dry_nap` (each look pulls the line the publisher writes),
     /// for the executor's spin budget or `idle_poll` without one, and stops early when
     /// other tasks wait for the worker.
-    bool await_keyed(const key_queue& queue) noexcept override {
+    bool await_keyed(const key_queue& queue) noexcept {
         const auto start = std::chrono::steady_clock::now();
         const auto until = start + std::max(exec_->spin(), idle_poll);
         auto look = start + dry_nap;
@@ -290,7 +311,7 @@ private:
         return queue.has_waiting();
     }
 
-    void left_keyed(std::size_t count) noexcept override {
+    void left_keyed(std::size_t count) noexcept {
         if (flow_) {
             flow_->release(count);
         }
@@ -298,15 +319,12 @@ private:
 
     [[gnu::cold, gnu::noinline]] void refused_key(const std::shared_ptr<key_queue>& queue,
                                                   std::exception_ptr error) noexcept {
-        std::size_t failed = 0;
-        queue->drain_each([&](envelope_base& env) {
+        left_keyed(queue->drain_each([&](envelope_base& env) {
             const std::uint8_t slot = envelope_access::epoch(env);
             if (fail_item(env, error)) {
                 topic_->end_flight(slot);
             }
-            ++failed;
-        });
-        left_keyed(failed);
+        }));
     }
 
     /// After a put: schedules the subscriber if nobody else will. A serial subscriber
