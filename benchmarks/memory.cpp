@@ -547,8 +547,12 @@ void herald_bounded(benchmark::State& state, herald::overflow rule) {
                 release.wait(false);
             }
         };
-        auto sub =
-            bus.subscribe<burst_topic>(blocker, {.pool = bus.make_pool(1), .capacity = capacity + 1, .overflow = rule});
+        herald::subscribe_options<burst_event> options{
+            .pool = bus.make_pool(1), .capacity = capacity + 1, .overflow = rule};
+        if (rule == herald::overflow::conflate) {
+            options.key = [](const burst_event& e) { return e.a; }; // every event a key of its own
+        }
+        auto sub = bus.subscribe<burst_topic>(blocker, std::move(options));
         bus.publish<burst_topic>(burst_event{});
         entered.wait(false);
         const std::int64_t before = live();
@@ -590,6 +594,10 @@ BENCHMARK_CAPTURE(herald_bounded, drop_newest, herald::overflow::drop_newest)
     ->UseRealTime();
 BENCHMARK_CAPTURE(herald_bounded, drop_oldest, herald::overflow::drop_oldest)
     ->Name("bounded_backlog/drop_oldest")
+    ->Iterations(1)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(herald_bounded, conflate, herald::overflow::conflate)
+    ->Name("bounded_backlog/conflate")
     ->Iterations(1)
     ->UseRealTime();
 HERALD_MEMORY(moodycamel_burst, "burst_1k/moodycamel");

@@ -363,3 +363,114 @@ TEST_CASE("unsubscribe does not wait for a publisher blocked on the subscriber's
     CHECK(published.load());
     bus.drain();
 }
+
+namespace {
+
+/// Too large to wait in a ring mailbox's slot: it waits behind a pointer.
+struct big_quote {
+    std::string symbol;
+    int price = 0;
+    char pad[3000] = {};
+};
+/// A move that may throw (it never does here): it waits behind a pointer too.
+struct risky_quote {
+    std::string symbol;
+    int price = 0;
+    risky_quote(std::string s, int p) : symbol(std::move(s)), price(p) {}
+    risky_quote(const risky_quote&) = default;
+    risky_quote(risky_quote&& other) noexcept(false) : symbol(std::move(other.symbol)), price(other.price) {}
+    risky_quote& operator=(const risky_quote&) = default;
+    risky_quote& operator=(risky_quote&&) = default;
+    ~risky_quote() = default;
+};
+/// Copy-only (every move is a copy); the copy throws once `copies_left` (this
+/// thread's) reaches zero.
+struct brittle_quote {
+    static inline thread_local int copies_left = -1; // negative: unlimited
+    std::string symbol;
+    int price = 0;
+    brittle_quote(std::string s, int p) : symbol(std::move(s)), price(p) {}
+    brittle_quote(const brittle_quote& other) : symbol(other.symbol), price(other.price) {
+        if (copies_left == 0) {
+            throw std::runtime_error("copy refused");
+        }
+        if (copies_left > 0) {
+            --copies_left;
+        }
+    }
+    brittle_quote& operator=(const brittle_quote&) = default;
+    ~brittle_quote() = default;
+};
+
+/// drop_oldest over many blocks of the ring, then conflation, for one event type.
+template <class Event>
+void ring_keeps_the_newest() {
+    struct ring_topic : herald::topic<Event> {};
+    herald::testing::harness h;
+    std::vector<std::string> seen;
+    auto record = [&](const Event& q) { seen.push_back(q.symbol + std::to_string(q.price)); };
+    {
+        auto sub = h.bus().subscribe<ring_topic>(record, {.capacity = 5, .overflow = herald::overflow::drop_oldest});
+        for (int i = 0; i < 1000; ++i) {
+            h.bus().publish<ring_topic>(Event{"A", i});
+        }
+        h.run_until_idle();
+        CHECK(seen == std::vector<std::string>{"A995", "A996", "A997", "A998", "A999"});
+        CHECK(sub.stats().dropped == 995);
+        check_conservation(sub.stats());
+    }
+    seen.clear();
+    auto sub = h.bus().subscribe<ring_topic>(
+        record,
+        {.capacity = 3, .overflow = herald::overflow::conflate, .key = [](const Event& q) { return q.symbol; }});
+    for (int i = 0; i < 100; ++i) {
+        for (const char* symbol : {"A", "B"}) {
+            h.bus().publish<ring_topic>(Event{symbol, i});
+        }
+    }
+    h.bus().publish<ring_topic>(Event{"C", 0});
+    h.bus().publish<ring_topic>(Event{"D", 0}); // a fourth key: A99 is dropped
+    h.run_until_idle();
+    CHECK(seen == std::vector<std::string>{"B99", "C0", "D0"});
+    CHECK(sub.stats().conflated == 198);
+    CHECK(sub.stats().dropped == 1);
+    check_conservation(sub.stats());
+    h.bus().drain();
+}
+
+} // namespace
+
+TEST_CASE("drop_oldest and conflate keep the newest events, in place or behind a pointer") {
+    SUBCASE("in place, trivially relocated") { ring_keeps_the_newest<quote>(); }
+    SUBCASE("too large for a slot") { ring_keeps_the_newest<big_quote>(); }
+    SUBCASE("a move that may throw") { ring_keeps_the_newest<risky_quote>(); }
+}
+
+TEST_CASE("drop_oldest and conflate: a copy that throws fails its event and changes nothing else") {
+    struct brittle_quotes : herald::topic<brittle_quote> {};
+    for (auto rule : {herald::overflow::drop_oldest, herald::overflow::conflate}) {
+        CAPTURE(static_cast<int>(rule));
+        herald::testing::harness h;
+        std::vector<std::string> seen;
+        auto sub = h.bus().subscribe<brittle_quotes>(
+            [&](const brittle_quote& q) { seen.push_back(q.symbol + std::to_string(q.price)); },
+            {.capacity = 2, .overflow = rule, .key = [](const brittle_quote& q) { return q.symbol; }});
+        const brittle_quote a1{"A", 1};
+        const brittle_quote b1{"B", 1};
+        const brittle_quote a2{"A", 2};
+        (void)h.bus().publish<brittle_quotes>(a1);
+        (void)h.bus().publish<brittle_quotes>(b1);
+        // The publish's own copy succeeds; the copy into the full mailbox throws, before
+        // anything waiting is dropped or replaced.
+        brittle_quote::copies_left = 1;
+        const herald::publish_result r = h.bus().publish<brittle_quotes>(a2);
+        brittle_quote::copies_left = -1;
+        CHECK(r.failed_to_queue == 1);
+        h.run_until_idle();
+        CHECK(seen == std::vector<std::string>{"A1", "B1"});
+        CHECK(sub.stats().failed == 1);
+        CHECK(sub.stats().dropped == 0);
+        CHECK(sub.stats().conflated == 0);
+        check_conservation(sub.stats());
+    }
+}

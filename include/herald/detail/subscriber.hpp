@@ -231,7 +231,7 @@ private:
         ring.push(env, move, std::move(key), out);
         if (out.env) {
             (out.conflated ? stats_->conflated : stats_->dropped).fetch_add(1, std::memory_order_relaxed);
-            topic_->end_flight(envelope_access::epoch(*out.env));
+            topic_->end_flight(envelope_access::epoch(out.env.envelope()));
         }
     }
 
