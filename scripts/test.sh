@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds everything (tests, examples, benchmarks, the header
-# self-containment check) and runs the whole CTest suite. Non-zero exit on any failure.
+# Installs what is missing, builds the tests, the examples and the header
+# self-containment check, and runs the whole CTest suite. Non-zero exit on any failure.
+# The benchmarks are not built here (scripts/bench.sh builds them optimised; .ci/run's
+# clang stage builds them to check they compile).
 #   bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +18,6 @@ fi
 # Optimised with debug info: the configuration users ship, and the one where the
 # optimiser's extra warnings fire. The Debug build with assertions is .ci/run's clang
 # stage; the sanitizer builds keep assertions too.
-cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERALD_BUILD_BENCHMARKS=OFF
 cmake --build build -j "$(nproc)"
 ctest --test-dir build --output-on-failure -j 2
