@@ -1961,7 +1961,10 @@ void model::verify() {
     // A publish inside a callback meets a full `block` mailbox's fallback at once: if
     // every one a `block` subscriber refused took its timeout, they waited. (One that was
     // merely slow, preempted or running inline handlers, is no proof; all of them are.)
-    if (nested_block_refusals >= 3 && nested_block_slow == nested_block_refusals) {
+    // Not under a sanitizer: there a nested publish that runs inline handlers of a few
+    // dozen subscribers takes a millisecond on its own (CI saw three of three), so the
+    // timing proves nothing; the unit test core.flow_control checks the rule directly.
+    if (!test::sanitized && nested_block_refusals >= 3 && nested_block_slow == nested_block_refusals) {
         problem(sw::bound, cat("all ", nested_block_refusals,
                                " publishes from inside a filter, handler or error "
                                "handler that a full `block` mailbox refused took 1 ms or more: they waited for room"));

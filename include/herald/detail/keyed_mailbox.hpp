@@ -292,20 +292,26 @@ private:
     /// The run of `q` found its key empty: removes `q` from the mailbox (it stops being
     /// scheduled) unless events wait or a publisher is putting one. True when it left.
     bool leave(key_queue& q) noexcept {
-        const std::lock_guard lock(mutex_);
+        std::unique_lock lock(mutex_);
         // Acquire: a put that finished is visible to the look at the stream below.
-        if (q.putting_.load(std::memory_order_acquire) != 0 || q.events_->has_puts()) {
+        const auto busy = [&] { return q.putting_.load(std::memory_order_acquire) != 0 || q.events_->has_puts(); };
+        if (busy()) {
             return false;
         }
         if (q.cached_by_ != 0) {
-            // A pinned publisher may be putting without the lock: unlist, then look.
+            // A pinned publisher may be putting without the lock: unlist, run the heavy
+            // fence (a system call: not under the lock, which publishers spin on), then
+            // look at the pins. Publishers that find the queue under the lock meanwhile
+            // pin it or count themselves in `putting_`, so the second look sees them too.
             q.listed_.store(false, std::memory_order_relaxed);
+            lock.unlock();
             fences::heavy();
-            bool busy = false;
+            lock.lock();
+            bool pinned = false;
             for (const pin& p : pins_) {
-                busy = busy || p.queue.load(std::memory_order_acquire) == &q;
+                pinned = pinned || p.queue.load(std::memory_order_acquire) == &q;
             }
-            if (busy || q.events_->has_puts()) {
+            if (pinned || busy()) {
                 q.listed_.store(true, std::memory_order_relaxed);
                 return false;
             }
