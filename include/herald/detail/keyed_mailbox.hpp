@@ -132,7 +132,13 @@ public:
                 mine->queue.store(q, std::memory_order_relaxed);
                 fences::light();
                 if (q->listed_.load(std::memory_order_relaxed)) [[likely]] {
-                    put_pinned(*mine, *q, env, move);
+                    try {
+                        q->events_->put_here(env, move, {});
+                    } catch (...) {
+                        done_putting(mine, *q);
+                        throw;
+                    }
+                    done_putting(mine, *q);
                     return;
                 }
                 mine->queue.store(nullptr, std::memory_order_relaxed);
@@ -208,16 +214,6 @@ public:
         return std::make_unique<keyed_mailbox>(ops_, layout_, batch_);
     }
 
-    /// Keys with events waiting or running now.
-    [[nodiscard]] std::size_t keys() const {
-        const std::lock_guard lock(mutex_);
-        std::size_t n = 0;
-        for (const auto& [hash, queues] : queues_) {
-            n += queues.size();
-        }
-        return n;
-    }
-
 private:
     friend class key_queue;
 
@@ -233,17 +229,8 @@ private:
         std::shared_ptr<key_queue> cached;
     };
 
-    [[gnu::always_inline]] static void put_pinned(pin& mine, key_queue& q, envelope_base& env, bool move) {
-        try {
-            q.events_->put_here(env, move, {});
-        } catch (...) {
-            mine.queue.store(nullptr, std::memory_order_release);
-            throw;
-        }
-        // Release: a `leave` that reads this sees the event in the stream.
-        mine.queue.store(nullptr, std::memory_order_release);
-    }
-
+    /// A put into `q` ended (done or failed). Release: a `leave` that reads this sees the
+    /// event in the stream.
     static void done_putting(pin* mine, key_queue& q) noexcept {
         if (mine != nullptr) {
             mine->queue.store(nullptr, std::memory_order_release);
