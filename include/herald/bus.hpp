@@ -162,11 +162,92 @@ struct check_handler {
 } // namespace detail
 
 namespace detail {
-/// herald's own back door into a bus (used by herald::testing).
+/// Something attached to a bus that holds events of its own outside the bus's mailboxes
+/// (the NATS bridge's outbox and importer). The bus keeps it alive until the bus is
+/// destroyed and calls it from `drain()` and `shutdown()`; both calls must not throw.
+class bus_extension {
+public:
+    virtual ~bus_extension() = default;
+    /// `drain()`: the bus's own deliveries have settled; finish what this holds.
+    virtual void on_drain() noexcept = 0;
+    /// `shutdown(mode)`: publishes are refused and the bus's deliveries have settled
+    /// (drain) or been dropped (discard); the executors are still running.
+    virtual void on_shutdown(bool drain) noexcept = 0;
+};
+
+/// herald's own back door into a bus (used by herald::testing and the bridges).
 struct bus_access {
     template <class Bus>
     static std::optional<clock_source::time_point> next_due(const Bus& bus) {
         return bus.core_.timers.next_due();
+    }
+
+    /// Attaches `extension` (see `bus_extension`).
+    template <class Bus>
+    static void attach(Bus& bus, std::shared_ptr<bus_extension> extension) {
+        std::lock_guard lock(bus.registry_mutex_);
+        bus.extensions_.push_back(std::move(extension));
+    }
+
+    /// Publishes `value` on `T` stamped with metadata from elsewhere (see `foreign_stamp`).
+    template <class T, class Bus, class V>
+    static publish_result publish_foreign(Bus& bus, V&& value, const publish_options& options,
+                                          const foreign_stamp& foreign) {
+        return bus.template topic_of<T>().publish(std::forward<V>(value), options, -1, &foreign);
+    }
+
+    /// Waits until every delivery of an event published on `T` before the call has
+    /// settled (handled, failed, dead-lettered, dropped): until `T` has no delivery in
+    /// flight, or, when other publishers keep it busy for `patience`, `drain()` without
+    /// the extensions (which waits for everything published before it, on every topic).
+    /// Throws `usage_error` from inside a handler of the bus.
+    template <class T, class Bus>
+    static void settle(Bus& bus, std::chrono::milliseconds patience) {
+        if (inside_handler_of(&bus.core_)) {
+            throw usage_error("herald: a bridge settled its imports from inside a handler");
+        }
+        bus.drive_executors();
+        const auto& flights = bus.template topic_of<T>().flights;
+        const auto deadline = std::chrono::steady_clock::now() + patience;
+        auto nap = std::chrono::microseconds(20);
+        // A delivery's end is visible here only after its begin (the worker got the event
+        // from the publisher through the mailbox), so equal sums mean none is pending.
+        while (!flights.is_quiet(0) || !flights.is_quiet(1)) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                bus.drain_deliveries();
+                return;
+            }
+            std::this_thread::sleep_for(nap);
+            nap = std::min(nap * 2, std::chrono::microseconds(1000));
+        }
+    }
+
+    /// Hands `env` to `T`'s dead-letter path as if subscriber `who` had given up on it
+    /// after `attempts` attempts; false when `T`'s policy has no dead letters.
+    template <class T, class Bus>
+    static bool dead_letter(Bus& bus, const envelope<typename T::event_type>& env, const std::string& who,
+                            std::uint32_t attempts, dead_letter_reason reason, std::exception_ptr error) {
+        if constexpr (topic_state<T>::has_dead_letters) {
+            call_failure why;
+            why.error = std::move(error);
+            bus.template topic_of<T>().dead_letter(env, who, attempts, reason, why);
+            return true;
+        } else {
+            (void)bus, (void)env, (void)who, (void)attempts, (void)reason, (void)error;
+            return false;
+        }
+    }
+
+    /// The origin number that `T`'s events published on this bus carry.
+    template <class T, class Bus>
+    static std::uint32_t publish_origin(Bus& bus) {
+        return bus.template topic_of<T>().where_number;
+    }
+
+    /// The bus's core (its origin numbers, error reporting).
+    template <class Bus>
+    static bus_core& core(Bus& bus) noexcept {
+        return bus.core_;
     }
 };
 } // namespace detail
@@ -337,16 +418,14 @@ public:
     /// handled, or discarded, by every async subscriber it was queued for. Events
     /// published meanwhile are not waited for. Throws `usage_error` when called from
     /// inside a handler of this bus.
+    ///
+    /// With a bridge attached (`<herald/bridge/nats.hpp>`), drain then also waits, up to
+    /// the bridge's `flush_timeout`, until the events it exports are acknowledged.
     void drain() {
-        if (detail::inside_handler_of(&core_)) {
-            throw usage_error("herald: drain() called from inside a handler would wait for itself");
+        drain_deliveries();
+        for (const auto& extension : extensions()) {
+            extension->on_drain();
         }
-        std::lock_guard lock(drain_mutex_);
-        drive_executors();
-        const auto old = static_cast<std::uint8_t>(core_.epoch.fetch_add(1, std::memory_order_seq_cst) & 1U);
-        core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
-        wait_quiet({old});
-        core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
     }
 
     /// Stops accepting events (later publishes return `publish_status::stopped`), then
@@ -376,6 +455,9 @@ public:
         drive_executors();
         wait_quiet({0, 1});
         core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        for (const auto& extension : extensions()) {
+            extension->on_shutdown(mode == shutdown_mode::drain);
+        }
         const auto all_topics = topics();
         std::vector<std::shared_ptr<executor>> to_stop;
         {
@@ -435,6 +517,24 @@ public:
 
 private:
     friend struct detail::bus_access;
+
+    /// `drain()` without the extensions.
+    void drain_deliveries() {
+        if (detail::inside_handler_of(&core_)) {
+            throw usage_error("herald: drain() called from inside a handler would wait for itself");
+        }
+        std::lock_guard lock(drain_mutex_);
+        drive_executors();
+        const auto old = static_cast<std::uint8_t>(core_.epoch.fetch_add(1, std::memory_order_seq_cst) & 1U);
+        core_.drain_waiters.fetch_add(1, std::memory_order_seq_cst);
+        wait_quiet({old});
+        core_.drain_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    std::vector<std::shared_ptr<detail::bus_extension>> extensions() const {
+        std::lock_guard lock(registry_mutex_);
+        return extensions_;
+    }
 
     /// The part of `subscribe` that does not depend on the topic's types. Fills `setup`;
     /// false when the bus has stopped.
@@ -582,6 +682,7 @@ private:
     mutable std::mutex registry_mutex_;
     std::vector<std::shared_ptr<executor>> executors_;
     std::vector<std::shared_ptr<detail::topic_core>> topics_;
+    std::vector<std::shared_ptr<detail::bus_extension>> extensions_;
     std::unordered_map<std::string_view, std::string_view> names_;
     detail::topic_table table_;
     std::mutex drain_mutex_;

@@ -220,7 +220,19 @@ struct envelope_access {
     }
     static void set_priority(envelope_base& env, std::uint8_t level) noexcept { env.priority_ = level; }
     static void set_epoch(envelope_base& env, std::uint8_t epoch) noexcept { env.epoch_ = epoch; }
+    static void set_origin(envelope_base& env, std::uint32_t from) noexcept { env.origin_ = from; }
     static std::uint8_t epoch(const envelope_base& env) noexcept { return env.epoch_; }
+    /// The envelope's number in `origin_table` (which topic and source it came from).
+    static std::uint32_t origin(const envelope_base& env) noexcept { return env.origin_; }
+};
+
+/// Metadata an event brings from elsewhere (a bridge importing it from another
+/// process): published with these instead of this bus's own.
+struct foreign_stamp {
+    std::uint32_t origin = 0; ///< number in `origin_table`: the topic and the remote source
+    std::uint64_t sequence = 0;
+    envelope_base::time_point time{};
+    std::uint32_t attempt = 1;
 };
 } // namespace detail
 

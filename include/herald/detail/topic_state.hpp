@@ -102,8 +102,10 @@ public:
     /// a delivery that holds that drain slot (a dead letter): it is accepted even while
     /// the bus shuts down, and counted in the same slot. `me` is the calling thread's
     /// slot, claimed before the bus's copy was made (claiming may throw).
+    /// `foreign`, when not null, replaces the sequence number, time, origin and attempt
+    /// this bus would stamp (an event imported from another process).
     publish_result dispatch(envelope_base& env, std::uint8_t level, const publish_options& options, int inherited_slot,
-                            thread_slot& me) {
+                            thread_slot& me, const foreign_stamp* foreign = nullptr) {
         const depth_scope nesting;
         publish_result result;
         // Read without touching a reference count: the snapshot is announced in this
@@ -150,6 +152,9 @@ public:
         const auto time =
             subs.needs_time || rules.has_dead_letters ? bus->settings.wall_clock() : envelope_base::time_point{};
         envelope_access::stamp(env, id, sequence, time, options.correlation);
+        if (foreign != nullptr) [[unlikely]] {
+            stamp_foreign(env, *foreign);
+        }
         envelope_access::set_epoch(env, slot);
         envelope_access::set_priority(env, level);
         clock_source::time_point waiting_since{};
@@ -276,6 +281,12 @@ private:
         }
     }
 
+    [[gnu::cold, gnu::noinline]] static void stamp_foreign(envelope_base& env, const foreign_stamp& foreign) noexcept {
+        envelope_access::stamp(env, env.id(), foreign.sequence, foreign.time, env.correlation_id());
+        envelope_access::set_attempt(env, foreign.attempt);
+        envelope_access::set_origin(env, foreign.origin);
+    }
+
     /// Throws the `usage_error` of a publish nested too deeply (kept off the hot path).
     [[noreturn, gnu::cold, gnu::noinline]] void refuse_nesting() const {
         throw usage_error("herald: publish on topic '" + std::string(where.topic) + "' nested " +
@@ -380,7 +391,8 @@ public:
 
     /// The publish path (see `basic_bus::publish`).
     template <class V>
-    publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1) {
+    publish_result publish(V&& value, const publish_options& options, int inherited_slot = -1,
+                           const foreign_stamp* foreign = nullptr) {
         const std::uint8_t level = admit(options, inherited_slot);
         // Claimed before anything happens: a thread's first publish allocates its slot,
         // which may throw std::bad_alloc.
@@ -389,7 +401,7 @@ public:
         // if it throws, the exception leaves publish and nobody saw the event, no
         // sequence number was used, nothing waits for it.
         auto env = envelope_access::make<event_type>(where_number, std::forward<V>(value));
-        return dispatch(env, level, options, inherited_slot, me);
+        return dispatch(env, level, options, inherited_slot, me, foreign);
     }
 
     /// Connects the dead-letter topic (the bus does it when it registers this topic).
