@@ -5,7 +5,8 @@
 #   bash scripts/deps.sh [extra-package...]
 set -euo pipefail
 
-packages=(g++ cmake ninja-build libboost-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev "$@")
+packages=(g++ cmake ninja-build pkg-config libboost-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev
+    libnats-dev nlohmann-json3-dev nats-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
