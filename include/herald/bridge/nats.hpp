@@ -74,8 +74,9 @@ struct stream_options {
 
 /// Settings of one exported topic.
 struct export_options {
-    /// Exports that may wait in the outbox for an acknowledgement (all exported topics of
-    /// the bridge share the outbox; the first export's capacity counts for each put).
+    /// Exports that may wait in the outbox for an acknowledgement. All exported topics of
+    /// a bridge share one outbox (one order on the wire); this topic's events are taken
+    /// while fewer than `capacity` exports wait in it.
     std::size_t capacity = 100000;
     /// What a full outbox does with one more export: `reject` (the default: the publish
     /// reports a failed inline delivery), `drop_newest`, `drop_oldest` (the oldest not yet
@@ -465,7 +466,12 @@ private:
         return result.refused != 0 ? verdict::redeliver : verdict::ack;
     }
 
-    void settle() override { herald::detail::bus_access::settle<T>(bus_, std::chrono::milliseconds(500)); }
+    void settle() override {
+        herald::detail::bus_access::settle<T>(bus_, std::chrono::milliseconds(500));
+        // What the handlers exported is stored before their cause is acknowledged: a
+        // crash in between redelivers the cause instead of losing the effect.
+        (void)link_->flush(link_->flush_timeout());
+    }
 
     void dead_raw(dead_message message) override {
         link_->dead_letters.fetch_add(1);
@@ -576,7 +582,10 @@ public:
         if (options.capacity == 0) {
             throw usage_error("herald::nats: export_topic: capacity must be at least 1");
         }
-        auto target = std::make_shared<const std::string>(std::move(subject));
+        namespace ce = herald::cloudevents;
+        auto target = std::make_shared<const detail::export_target>(detail::export_target{
+            std::move(subject), ce::percent_encode(bus_.source()), ce::percent_encode(topic_name_v<T>),
+            ce::percent_encode(std::string_view(codec<event_type>::content_type))});
         const std::uint32_t local = local_origin<T>();
         std::shared_ptr<detail::link> out = link_;
         auto handler = [out, target, local, options](const envelope<event_type>& env) {
@@ -584,10 +593,18 @@ public:
                 out->not_exported.fetch_add(1, std::memory_order_relaxed);
                 return; // imported from elsewhere: never sent back
             }
-            out->put(encode(env, target), options.capacity, options.on_full, options.block_timeout);
+            detail::out_item item;
+            item.target = target;
+            item.id = env.id();
+            item.correlation = env.correlation_id();
+            item.sequence = env.sequence();
+            item.attempt = env.attempt();
+            item.time = ce::format_time(env.time());
+            item.body = codec<event_type>::encode(env.event());
+            out->put(std::move(item), options.capacity, options.on_full, options.block_timeout);
         };
         subscribe_options<event_type> subscription;
-        subscription.name = "nats export " + *target;
+        subscription.name = "nats export " + target->subject;
         subscription.mode = delivery::immediate;
         auto handle = bus_.template subscribe<T>(std::move(handler), std::move(subscription));
         std::lock_guard lock(mutex_);
@@ -597,7 +614,8 @@ public:
     /// Publishes every message of `subject` on the local topic `T`, through the durable
     /// pull consumer `options.durable` (created when missing). A message is acknowledged
     /// only after every local subscriber has settled it (handled, failed, dead-lettered
-    /// by its policy); one the local subscribers refused is given back for redelivery
+    /// by its policy) and what the handlers exported meanwhile through this bridge is
+    /// acknowledged (up to `flush_timeout`); one the local subscribers refused is given back for redelivery
     /// after `retry_delay`; past `max_deliver` deliveries, or when it cannot be decoded,
     /// it becomes a dead letter. Throws `usage_error` without a durable name.
     template <topic_type T>
@@ -640,29 +658,6 @@ private:
     std::uint32_t local_origin() {
         // The bus's own events on T name T's origin; imported ones name the bridge's.
         return herald::detail::bus_access::publish_origin<T>(bus_);
-    }
-
-    template <class Event>
-    static detail::out_item encode(const envelope<Event>& env, const std::shared_ptr<const std::string>& subject) {
-        namespace ce = herald::cloudevents;
-        detail::out_item item;
-        item.subject = subject;
-        item.msg_id = env.id().to_string();
-        item.body = codec<Event>::encode(env.event());
-        item.headers.reserve(9);
-        item.headers.emplace_back(ce::header::specversion, std::string(ce::spec_version));
-        item.headers.emplace_back(ce::header::id, item.msg_id);
-        item.headers.emplace_back(ce::header::source, ce::percent_encode(env.source()));
-        item.headers.emplace_back(ce::header::type, ce::percent_encode(env.topic()));
-        item.headers.emplace_back(ce::header::time, ce::format_time(env.time()));
-        item.headers.emplace_back(ce::header::sequence, std::to_string(env.sequence()));
-        item.headers.emplace_back(ce::header::attempt, std::to_string(env.attempt()));
-        if (env.has_correlation_id()) {
-            item.headers.emplace_back(ce::header::correlationid, env.correlation_id().to_string());
-        }
-        item.headers.emplace_back(ce::header::content_type,
-                                  ce::percent_encode(std::string_view(codec<Event>::content_type)));
-        return item;
     }
 
     basic_bus<Traits>& bus_;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -157,16 +158,57 @@ inline void check(natsStatus status, std::string_view what) {
     }
 }
 
+/// What every message of one export shares: the subject and the headers that do not
+/// change per event (already percent-encoded).
+struct export_target {
+    std::string subject;
+    std::string source;
+    std::string type;
+    std::string content_type;
+};
+
 /// One export waiting in the outbox until JetStream acknowledges it.
 struct out_item {
     enum class status : std::uint8_t { waiting, in_flight, acked, failed, dropped };
     std::uint64_t number = 0;
-    std::shared_ptr<const std::string> subject;
-    std::string msg_id;
-    std::vector<std::pair<std::string_view, std::string>> headers;
+    std::shared_ptr<const export_target> target;
+    event_id id{};
+    event_id correlation{};
+    std::uint64_t sequence = 0;
+    std::uint32_t attempt = 1;
+    std::string time;
     std::string body;
     status state = status::waiting;
 };
+
+/// Builds the message of `item` (CloudEvents binary mode; see docs/scale-out.md).
+inline natsStatus make_message(natsMsg** message, const out_item& item, const std::string& id) {
+    namespace ce = herald::cloudevents;
+    const export_target& target = *item.target;
+    natsStatus status =
+        natsMsg_Create(message, target.subject.c_str(), nullptr, item.body.data(), static_cast<int>(item.body.size()));
+    const auto set = [&](std::string_view key, const char* value) {
+        if (status == NATS_OK) {
+            status = natsMsgHeader_Set(*message, key.data(), value);
+        }
+    };
+    char sequence[24];
+    char attempt[12];
+    *std::to_chars(sequence, sequence + sizeof sequence - 1, item.sequence).ptr = '\0';
+    *std::to_chars(attempt, attempt + sizeof attempt - 1, item.attempt).ptr = '\0';
+    set(ce::header::specversion, "1.0");
+    set(ce::header::id, id.c_str());
+    set(ce::header::source, target.source.c_str());
+    set(ce::header::type, target.type.c_str());
+    set(ce::header::time, item.time.c_str());
+    set(ce::header::sequence, sequence);
+    set(ce::header::attempt, attempt);
+    if (!item.correlation.is_nil()) {
+        set(ce::header::correlationid, item.correlation.to_string().c_str());
+    }
+    set(ce::header::content_type, target.content_type.c_str());
+    return status;
+}
 
 /// The connection, the outbox and the threads of one bridge. Shared by the bridge and
 /// the bus (as a `bus_extension`), so that the origins of imported events live as long
@@ -277,18 +319,30 @@ public:
         work_.notify_one();
     }
 
-    /// Waits until every export taken so far is acknowledged, up to `timeout`; true when
-    /// none is left. Reports `flush_timed_out` otherwise.
+    /// Waits until every export taken so far is acknowledged (or dropped by its overflow
+    /// rule), up to `timeout`; true when so. Exports taken meanwhile are not waited for.
+    /// Reports `flush_timed_out` otherwise.
     bool flush(std::chrono::milliseconds timeout) {
         std::unique_lock lock(mutex_);
-        const bool done = settled_.wait_for(lock, timeout, [&] { return live_ == 0; });
+        const std::uint64_t mark = next_number_;
+        const bool done = settled_.wait_for(lock, timeout, [&] { return first_number() >= mark || stopping_; }) &&
+                          first_number() >= mark;
         if (!done) {
-            const std::size_t left = live_;
+            std::size_t left = 0;
+            for (const auto& item : items_) {
+                left += item.number < mark && item.state != out_item::status::acked &&
+                                item.state != out_item::status::dropped
+                            ? 1
+                            : 0;
+            }
             lock.unlock();
             report({event_kind::flush_timed_out, {}, "exports still unacknowledged", left});
         }
         return done;
     }
+
+    /// How long `drain()` waits for the outbox.
+    [[nodiscard]] std::chrono::milliseconds flush_timeout() const noexcept { return settings_.flush_timeout; }
 
     /// Stops importing and sending. With `drain`, first waits up to `flush_timeout` for
     /// the outbox to empty. What is left is abandoned (counted, reported). Idempotent.
@@ -317,6 +371,7 @@ public:
         }
         work_.notify_all();
         room_.notify_all();
+        settled_.notify_all();
         if (sender_.joinable()) {
             sender_.join();
         }
@@ -326,6 +381,7 @@ public:
         if (connection_ != nullptr) {
             // Sends the acknowledgements of imported messages still buffered.
             (void)natsConnection_FlushTimeout(connection_, 1000);
+            closing_.store(true);
             natsConnection_Close(connection_);
         }
     }
@@ -432,6 +488,8 @@ private:
                     item.body.shrink_to_fit();
                     --live_;
                     ++counts_.dropped;
+                    trim();
+                    settled_.notify_all();
                     return true;
                 }
             }
@@ -475,6 +533,12 @@ private:
     /// fewer than `max_in_flight` wait for acks; after a failure, waits for the
     /// outstanding acks, then sends again, in order, everything not acknowledged.
     void send_loop() {
+        constexpr std::size_t send_batch = 64;
+        std::vector<out_item*> batch;
+        std::vector<std::uint64_t> refused;
+        std::vector<std::pair<natsMsg*, out_item*>> built;
+        std::string refused_subject;
+        batch.reserve(send_batch);
         std::unique_lock lock(mutex_);
         while (!stopping_) {
             if (broken_) {
@@ -501,79 +565,98 @@ private:
                 work_.wait_for(lock, std::chrono::milliseconds(20));
                 continue;
             }
-            out_item* next = nullptr;
-            if (connected_.load() && in_flight_ < settings_.max_in_flight) {
-                for (; cursor_ < next_number_; ++cursor_) {
+            // Takes up to a batch of waiting exports, in order, and sends them without
+            // the lock (an export that is in flight is neither dropped nor trimmed).
+            batch.clear();
+            if (connected_.load()) {
+                for (; cursor_ < next_number_ && in_flight_ < settings_.max_in_flight && batch.size() < send_batch;
+                     ++cursor_) {
                     out_item* candidate = find(cursor_);
                     if (candidate != nullptr && candidate->state == out_item::status::waiting) {
-                        next = candidate;
-                        break;
+                        candidate->state = out_item::status::in_flight;
+                        ++in_flight_;
+                        batch.push_back(candidate);
                     }
                 }
             }
-            if (next == nullptr) {
+            if (batch.empty()) {
                 work_.wait_for(lock, std::chrono::milliseconds(20));
                 continue;
             }
-            natsMsg* message = nullptr;
-            natsStatus status = natsMsg_Create(&message, next->subject->c_str(), nullptr, next->body.data(),
-                                               static_cast<int>(next->body.size()));
-            for (std::size_t i = 0; status == NATS_OK && i < next->headers.size(); ++i) {
-                const auto& [key, value] = next->headers[i];
-                status = natsMsgHeader_Set(message, std::string(key).c_str(), value.c_str());
-            }
-            if (status != NATS_OK) {
-                natsMsg_Destroy(message);
-                lock.unlock();
-                report({event_kind::publish_failed, *next->subject, natsStatus_GetText(status), 1});
-                lock.lock();
-                work_.wait_for(lock, std::chrono::milliseconds(10));
-                continue;
-            }
-            const std::string id = next->msg_id;
-            const std::uint64_t number = next->number;
-            next->state = out_item::status::in_flight;
-            ++in_flight_;
-            by_id_[id] = number;
-            ++cursor_;
             lock.unlock();
-            jsPubOptions options;
-            jsPubOptions_Init(&options);
-            options.MsgId = id.c_str();
-            options.MaxWait = settings_.ack_timeout.count();
-            status = js_PublishMsgAsync(js_, &message, &options);
-            natsMsg_Destroy(message); // no-op when the library took it
+            // Builds the messages; the ack handler knows each by its address, which is
+            // recorded before the message is handed to the library.
+            refused.clear();
+            built.clear();
+            natsStatus failure = NATS_OK;
+            for (out_item* item : batch) {
+                natsMsg* message = nullptr;
+                const natsStatus status = make_message(&message, *item, item->id.to_string());
+                if (status == NATS_OK) {
+                    built.emplace_back(message, item);
+                } else {
+                    natsMsg_Destroy(message);
+                    refused.push_back(item->number);
+                    failure = status;
+                    refused_subject = item->target->subject;
+                }
+            }
             lock.lock();
-            if (status != NATS_OK) {
-                // Never sent: take it back unless the ack handler already settled it.
-                if (const auto found = by_id_.find(id); found != by_id_.end()) {
-                    by_id_.erase(found);
-                    if (out_item* item = find(number); item != nullptr && item->state == out_item::status::in_flight) {
-                        item->state = out_item::status::failed;
-                    }
+            for (const auto& [message, item] : built) {
+                by_message_[message] = item->number;
+            }
+            lock.unlock();
+            for (auto& [message, item] : built) {
+                jsPubOptions options;
+                jsPubOptions_Init(&options);
+                const std::string id = item->id.to_string();
+                options.MsgId = id.c_str();
+                options.MaxWait = settings_.ack_timeout.count();
+                natsMsg* handed = message;
+                const natsStatus status = js_PublishMsgAsync(js_, &handed, &options);
+                if (status == NATS_OK) {
+                    message = nullptr; // the library's now; its ack names it
+                } else {
+                    failure = status;
+                    refused_subject = item->target->subject; // not sent: still ours
+                }
+            }
+            lock.lock();
+            for (auto& [message, item] : built) {
+                if (message != nullptr) {
+                    by_message_.erase(message);
+                    refused.push_back(item->number);
+                    natsMsg_Destroy(message);
+                }
+            }
+            for (const std::uint64_t number : refused) {
+                if (out_item* item = find(number); item != nullptr && item->state == out_item::status::in_flight) {
+                    item->state = out_item::status::failed;
                     --in_flight_;
                     broken_ = true;
                 }
+            }
+            if (!refused.empty()) {
+                const std::string why = natsStatus_GetText(failure);
+                lock.unlock();
+                report({event_kind::publish_failed, refused_subject, why, refused.size()});
+                lock.lock();
             }
         }
     }
 
     static void on_ack(jsCtx*, natsMsg* message, jsPubAck* ack, jsPubAckErr* error, void* closure) {
         auto& self = *static_cast<link*>(closure);
-        const char* id = nullptr;
-        if (natsMsgHeader_Get(message, "Nats-Msg-Id", &id) != NATS_OK || id == nullptr) {
-            return;
-        }
         std::string failure;
         std::string subject;
         {
             std::lock_guard lock(self.mutex_);
-            const auto found = self.by_id_.find(id);
-            if (found == self.by_id_.end()) {
+            const auto found = self.by_message_.find(message);
+            if (found == self.by_message_.end()) {
                 return;
             }
             out_item* item = self.find(found->second);
-            self.by_id_.erase(found);
+            self.by_message_.erase(found);
             --self.in_flight_;
             if (item == nullptr) {
                 return;
@@ -592,7 +675,7 @@ private:
                 item->state = out_item::status::failed;
                 self.broken_ = true;
                 failure = error->ErrText != nullptr ? error->ErrText : natsStatus_GetText(error->Err);
-                subject = *item->subject;
+                subject = item->target->subject;
             }
         }
         self.work_.notify_one();
@@ -612,7 +695,9 @@ private:
     static void on_disconnected(natsConnection*, void* closure) {
         auto& self = *static_cast<link*>(closure);
         self.connected_.store(false);
-        self.report({event_kind::disconnected, {}, self.settings_.url, 0});
+        if (!self.closing_.load()) { // not news when the bridge closes the connection itself
+            self.report({event_kind::disconnected, {}, self.settings_.url, 0});
+        }
     }
     static void on_reconnected(natsConnection*, void* closure) {
         auto& self = *static_cast<link*>(closure);
@@ -636,6 +721,7 @@ private:
     natsConnection* connection_ = nullptr;
     jsCtx* js_ = nullptr;
     std::atomic<bool> connected_{false};
+    std::atomic<bool> closing_{false};
     std::thread sender_;
 
     mutable std::mutex mutex_;
@@ -643,7 +729,8 @@ private:
     std::condition_variable room_;    // blocked exporters: the outbox has room
     std::condition_variable settled_; // flush: an ack arrived
     std::deque<out_item> items_;
-    std::unordered_map<std::string, std::uint64_t> by_id_;
+    /// The exports on the wire, by the address of their message (what the ack names).
+    std::unordered_map<const natsMsg*, std::uint64_t> by_message_;
     std::uint64_t next_number_ = 1;
     std::uint64_t cursor_ = 1;
     std::size_t live_ = 0;
