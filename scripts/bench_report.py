@@ -297,6 +297,14 @@ def build_rows(r):
                     r.value("bounded_backlog/conflate", "overhead_bytes"), None, None, None, ratio=False))
     sections.append(("Flow control", rows))
 
+    # The NATS bridge (the scale-out issue): bridged publish vs the raw C client, same
+    # bytes, asynchronous acknowledgements (bench_nats_publish; absent without libnats).
+    rows = []
+    rows.append(Row("bridged publish, acknowledged (events/s) vs raw C client, same bytes",
+                    ips("nats_publish/bridged"), ips("nats_publish/raw_client"), "ratio >= 0.8",
+                    lambda h, b, q: q >= 0.8))
+    sections.append(("NATS bridge", rows))
+
     # 7: idle.
     rows = []
     cpu = lambda name: r.value(name, "cpu_pct")  # noqa: E731
