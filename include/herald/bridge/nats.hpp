@@ -553,8 +553,12 @@ public:
         jsStreamInfo* info = nullptr;
         jsErrCode code{};
         natsStatus status = js_AddStream(&info, link_->jetstream(), &config, nullptr, &code);
-        if (status != NATS_OK && code == JSStreamNameExistErr) {
-            status = js_UpdateStream(&info, link_->jetstream(), &config, nullptr, &code);
+        if (status != NATS_OK && (code == JSStreamNameExistErr || code == JSStreamSubjectOverlapErr)) {
+            // It exists already (perhaps another process created it a moment ago, which
+            // the server may report as overlapping subjects): bring it to these settings.
+            jsErrCode update_code{};
+            status = js_UpdateStream(&info, link_->jetstream(), &config, nullptr, &update_code);
+            code = status == NATS_OK ? jsErrCode{} : update_code;
         }
         if (info != nullptr) {
             jsStreamInfo_Destroy(info);

@@ -647,6 +647,12 @@ private:
 
     static void on_ack(jsCtx*, natsMsg* message, jsPubAck* ack, jsPubAckErr* error, void* closure) {
         auto& self = *static_cast<link*>(closure);
+        // With an ack handler installed, the message is ours again to destroy (after its
+        // address has left `by_message_`, below).
+        const struct destroy_on_return {
+            natsMsg* message;
+            ~destroy_on_return() { natsMsg_Destroy(message); }
+        } owned{message};
         std::string failure;
         std::string subject;
         {
