@@ -303,6 +303,8 @@ def build_rows(r):
     rows.append(Row("bridged publish, acknowledged (events/s) vs raw C client, same bytes",
                     ips("nats_publish/bridged"), ips("nats_publish/raw_client"), "ratio >= 0.8",
                     lambda h, b, q: q >= 0.8))
+    rows.append(Row("  the same, each event encoded by the JSON codec, vs raw C client",
+                    ips("nats_publish/bridged_json"), ips("nats_publish/raw_client")))
     sections.append(("NATS bridge", rows))
 
     # 7: idle.

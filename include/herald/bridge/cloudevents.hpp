@@ -4,6 +4,7 @@
 
 #include <herald/envelope.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -102,21 +103,30 @@ namespace detail {
     return out;
 }
 
-/// RFC 3339 in UTC with nanoseconds, as CloudEvents' `time`: "2026-12-07T15:04:05.123456789Z".
-[[nodiscard]] inline std::string format_time(envelope_base::time_point when) {
+/// The longest text `format_time` writes, plus its terminating zero.
+inline constexpr std::size_t time_text_size = 40;
+
+/// Writes `when` as RFC 3339 text (see `format_time`) into `out`, zero-terminated;
+/// returns its length. Allocates nothing.
+inline std::size_t write_time(envelope_base::time_point when, char (&out)[time_text_size]) noexcept {
     using namespace std::chrono;
     const auto since = duration_cast<nanoseconds>(when.time_since_epoch());
-    auto days = floor<std::chrono::days>(since);
+    const auto days = floor<std::chrono::days>(since);
     const year_month_day date{sys_days{days}};
-    const auto rest = since - days;
-    const hh_mm_ss<nanoseconds> clock_time{rest};
-    char text[40];
+    const hh_mm_ss<nanoseconds> clock_time{since - days};
     const int length = std::snprintf(
-        text, sizeof text, "%04d-%02u-%02uT%02d:%02d:%02d.%09lldZ", static_cast<int>(date.year()),
+        out, time_text_size, "%04d-%02u-%02uT%02d:%02d:%02d.%09lldZ", static_cast<int>(date.year()),
         static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
         static_cast<int>(clock_time.hours().count()), static_cast<int>(clock_time.minutes().count()),
         static_cast<int>(clock_time.seconds().count()), static_cast<long long>(clock_time.subseconds().count()));
-    return std::string(text, static_cast<std::size_t>(length > 0 ? length : 0));
+    return length > 0 ? std::min(static_cast<std::size_t>(length), time_text_size - 1) : 0;
+}
+
+/// RFC 3339 in UTC with nanoseconds, as CloudEvents' `time`: "2026-12-07T15:04:05.123456789Z".
+[[nodiscard]] inline std::string format_time(envelope_base::time_point when) {
+    char text[time_text_size];
+    const std::size_t length = write_time(when, text);
+    return std::string(text, length);
 }
 
 /// Parses an RFC 3339 timestamp ("2026-12-07T15:04:05Z", with any number of fractional

@@ -603,7 +603,7 @@ public:
             item.correlation = env.correlation_id();
             item.sequence = env.sequence();
             item.attempt = env.attempt();
-            item.time = ce::format_time(env.time());
+            (void)ce::write_time(env.time(), item.time);
             item.body = codec<event_type>::encode(env.event());
             out->put(std::move(item), options.capacity, options.on_full, options.block_timeout);
         };

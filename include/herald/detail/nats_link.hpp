@@ -176,9 +176,69 @@ struct out_item {
     event_id correlation{};
     std::uint64_t sequence = 0;
     std::uint32_t attempt = 1;
-    std::string time;
+    char time[herald::cloudevents::time_text_size] = {};
     std::string body;
     status state = status::waiting;
+};
+
+/// The exports on the wire by the address of their message (what an ack names): open
+/// addressing over a fixed table twice the in-flight limit, so that sending and
+/// acknowledging allocate nothing. Not synchronised (used under the outbox's lock).
+class address_map {
+public:
+    explicit address_map(std::size_t most) {
+        std::size_t size = 16;
+        while (size < 2 * most + 2) {
+            size *= 2;
+        }
+        slots_.resize(size);
+    }
+
+    /// Adds `key` (not present; at most `most` keys at once).
+    void insert(const void* key, std::uint64_t value) noexcept {
+        std::size_t i = home(key);
+        while (slots_[i].key != nullptr) {
+            i = (i + 1) & (slots_.size() - 1);
+        }
+        slots_[i] = {key, value};
+    }
+
+    /// Removes `key` and returns its value; nullopt when absent.
+    std::optional<std::uint64_t> take(const void* key) noexcept {
+        const std::size_t mask = slots_.size() - 1;
+        std::size_t i = home(key);
+        while (slots_[i].key != key) {
+            if (slots_[i].key == nullptr) {
+                return std::nullopt;
+            }
+            i = (i + 1) & mask;
+        }
+        const std::uint64_t value = slots_[i].value;
+        // Backward-shift deletion: later keys of the run move into the hole when their
+        // home slot does not lie between the hole and them.
+        std::size_t hole = i;
+        for (std::size_t j = (i + 1) & mask; slots_[j].key != nullptr; j = (j + 1) & mask) {
+            const std::size_t want = home(slots_[j].key);
+            const bool stays = hole <= j ? (hole < want && want <= j) : (hole < want || want <= j);
+            if (!stays) {
+                slots_[hole] = slots_[j];
+                hole = j;
+            }
+        }
+        slots_[hole] = {};
+        return value;
+    }
+
+private:
+    struct slot {
+        const void* key = nullptr;
+        std::uint64_t value = 0;
+    };
+    [[nodiscard]] std::size_t home(const void* key) const noexcept {
+        const auto bits = reinterpret_cast<std::uintptr_t>(key);
+        return static_cast<std::size_t>((bits >> 4) * 0x9e3779b97f4a7c15ULL >> 20) & (slots_.size() - 1);
+    }
+    std::vector<slot> slots_;
 };
 
 /// Builds the message of `item` (CloudEvents binary mode; see docs/scale-out.md).
@@ -200,7 +260,7 @@ inline natsStatus make_message(natsMsg** message, const out_item& item, const st
     set(ce::header::id, id.c_str());
     set(ce::header::source, target.source.c_str());
     set(ce::header::type, target.type.c_str());
-    set(ce::header::time, item.time.c_str());
+    set(ce::header::time, item.time);
     set(ce::header::sequence, sequence);
     set(ce::header::attempt, attempt);
     if (!item.correlation.is_nil()) {
@@ -226,7 +286,7 @@ public:
         std::function<void(const bridge_event&)> on_event;
     };
 
-    explicit link(settings given) : settings_(std::move(given)) {}
+    explicit link(settings given) : settings_(std::move(given)), by_message_(settings_.max_in_flight) {}
 
     ~link() override {
         stop(true);
@@ -325,8 +385,10 @@ public:
     bool flush(std::chrono::milliseconds timeout) {
         std::unique_lock lock(mutex_);
         const std::uint64_t mark = next_number_;
+        ++flush_waiters_;
         const bool done = settled_.wait_for(lock, timeout, [&] { return first_number() >= mark || stopping_; }) &&
                           first_number() >= mark;
+        --flush_waiters_;
         if (!done) {
             std::size_t left = 0;
             for (const auto& item : items_) {
@@ -495,9 +557,12 @@ private:
             }
             break; // everything waiting is on the wire: refuse
         case overflow::block:
+            ++room_waiters_;
             if (room_.wait_for(lock, block_timeout, [&] { return live_ < capacity || stopping_; }) && !stopping_) {
+                --room_waiters_;
                 return true;
             }
+            --room_waiters_;
             break;
         default:
             break;
@@ -603,7 +668,7 @@ private:
             }
             lock.lock();
             for (const auto& [message, item] : built) {
-                by_message_[message] = item->number;
+                by_message_.insert(message, item->number);
             }
             lock.unlock();
             for (auto& [message, item] : built) {
@@ -624,7 +689,7 @@ private:
             lock.lock();
             for (auto& [message, item] : built) {
                 if (message != nullptr) {
-                    by_message_.erase(message);
+                    (void)by_message_.take(message);
                     refused.push_back(item->number);
                     natsMsg_Destroy(message);
                 }
@@ -655,14 +720,16 @@ private:
         } owned{message};
         std::string failure;
         std::string subject;
+        bool wake_sender = false;
+        bool wake_room = false;
+        bool wake_flush = false;
         {
             std::lock_guard lock(self.mutex_);
-            const auto found = self.by_message_.find(message);
-            if (found == self.by_message_.end()) {
+            const auto number = self.by_message_.take(message);
+            if (!number) {
                 return;
             }
-            out_item* item = self.find(found->second);
-            self.by_message_.erase(found);
+            out_item* item = self.find(*number);
             --self.in_flight_;
             if (item == nullptr) {
                 return;
@@ -683,10 +750,21 @@ private:
                 failure = error->ErrText != nullptr ? error->ErrText : natsStatus_GetText(error->Err);
                 subject = item->target->subject;
             }
+            // The sender waits for an ack only at the in-flight cap, or, after a
+            // failure, for the last outstanding ack; new work wakes it otherwise.
+            wake_sender = self.in_flight_ + 1 == self.settings_.max_in_flight || (self.broken_ && self.in_flight_ == 0);
+            wake_room = self.room_waiters_ != 0;
+            wake_flush = self.flush_waiters_ != 0;
         }
-        self.work_.notify_one();
-        self.room_.notify_all();
-        self.settled_.notify_all();
+        if (wake_sender) {
+            self.work_.notify_one();
+        }
+        if (wake_room) {
+            self.room_.notify_all();
+        }
+        if (wake_flush) {
+            self.settled_.notify_all();
+        }
         if (!failure.empty()) {
             self.report({event_kind::publish_failed, subject, failure, 1});
         }
@@ -736,11 +814,13 @@ private:
     std::condition_variable settled_; // flush: an ack arrived
     std::deque<out_item> items_;
     /// The exports on the wire, by the address of their message (what the ack names).
-    std::unordered_map<const natsMsg*, std::uint64_t> by_message_;
+    address_map by_message_;
     std::uint64_t next_number_ = 1;
     std::uint64_t cursor_ = 1;
     std::size_t live_ = 0;
     std::size_t in_flight_ = 0;
+    std::size_t room_waiters_ = 0;
+    std::size_t flush_waiters_ = 0;
     bool broken_ = false;
     clock::time_point resend_at_{};
     std::chrono::milliseconds resend_delay_{20};
