@@ -5,6 +5,7 @@
 // loopback port, in-memory stream). Both legs count an event once JetStream has
 // acknowledged it. `bridged` sends prepared bytes too (its codec copies them);
 // `bridged_json` encodes each event with nlohmann::json, what the default codec costs.
+#include "nats/shop.hpp"
 #include "support/bench_support.hpp"
 #include "support/nats_server.hpp"
 
@@ -23,12 +24,7 @@
 
 namespace {
 
-struct order {
-    std::uint64_t number = 0;
-    std::string item;
-    double amount = 0;
-};
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(order, number, item, amount)
+using shop::order;
 
 struct orders : herald::topic<order> {
     static constexpr std::string_view name = "bench.orders";

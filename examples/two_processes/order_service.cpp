@@ -137,22 +137,4 @@ int run(const std::string& url, std::uint64_t count) {
 
 } // namespace
 
-int main(int argc, char** argv) {
-    std::setvbuf(stdout, nullptr, _IOLBF, 0); // whole lines, even into a pipe shared with billing
-    const std::string url = argc > 1 ? argv[1] : "nats://127.0.0.1:4222";
-    std::uint64_t count = 1000;
-    if (argc > 2) {
-        const std::string_view text = argv[2];
-        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
-        if (error != std::errc{} || end != text.data() + text.size() || count == 0) {
-            std::fprintf(stderr, "usage: %s [nats-url] [orders > 0]\n", argv[0]);
-            return 2;
-        }
-    }
-    try {
-        return run(url, count);
-    } catch (const std::exception& failure) {
-        std::fprintf(stderr, "order-service: %s\n", failure.what());
-        return 2;
-    }
-}
+int main(int argc, char** argv) { return shop::service_main(argc, argv, "order-service", run); }

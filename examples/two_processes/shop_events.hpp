@@ -5,10 +5,14 @@
 
 #include <herald/herald.hpp>
 
+#include <charconv>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace shop {
 
@@ -39,5 +43,28 @@ struct payments
                                           herald::exponential_backoff<herald::delay::ms(100), herald::delay::s(5)>>> {
     static constexpr std::string_view name = "shop.payments";
 };
+
+/// The `main` of both services: `<program> [nats-url] [orders]`, then `run(url, count)`.
+/// Exit code 2 for bad arguments or an exception (`name` prefixes the message).
+template <class Run>
+int service_main(int argc, char** argv, const char* name, Run run) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0); // whole lines, even into a pipe both share
+    const std::string url = argc > 1 ? argv[1] : "nats://127.0.0.1:4222";
+    std::uint64_t count = 1000;
+    if (argc > 2) {
+        const std::string_view text = argv[2];
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
+        if (error != std::errc{} || end != text.data() + text.size() || count == 0) {
+            std::fprintf(stderr, "usage: %s [nats-url] [orders > 0]\n", argv[0]);
+            return 2;
+        }
+    }
+    try {
+        return run(url, count);
+    } catch (const std::exception& failure) {
+        std::fprintf(stderr, "%s: %s\n", name, failure.what());
+        return 2;
+    }
+}
 
 } // namespace shop
