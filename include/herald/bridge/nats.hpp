@@ -103,8 +103,9 @@ struct import_options {
     std::uint32_t max_deliver = 5;
     /// How long JetStream waits for an acknowledgement before delivering again.
     std::chrono::milliseconds ack_wait{30000};
-    /// Delay before redelivery of a message the local subscribers refused (full
-    /// mailboxes with `reject`, a stopping bus).
+    /// Delay before the first redelivery of a message the local subscribers refused (full
+    /// mailboxes with `reject`, a stopping bus); it doubles with each further delivery,
+    /// up to a minute (or `retry_delay`, if longer).
     std::chrono::milliseconds retry_delay{1000};
     /// How long one fetch waits for messages.
     std::chrono::milliseconds fetch_wait{250};
@@ -218,6 +219,16 @@ protected:
     const import_options options_;
 
 private:
+    /// `retry_delay` doubled for each delivery already made, at most a minute.
+    [[nodiscard]] std::chrono::milliseconds redelivery_delay(std::uint64_t deliveries) const noexcept {
+        const std::chrono::milliseconds most = std::max(options_.retry_delay, std::chrono::milliseconds(60000));
+        std::chrono::milliseconds delay = options_.retry_delay;
+        for (std::uint64_t i = 1; i < deliveries && delay < most; ++i) {
+            delay *= 2;
+        }
+        return std::min(delay, most);
+    }
+
     void pause(std::chrono::milliseconds how_long) {
         std::unique_lock lock(mutex_);
         wake_.wait_for(lock, how_long, [&] { return stopping_; });
@@ -267,7 +278,12 @@ private:
     void run() {
         natsSubscription* sub = nullptr;
         const int batch = static_cast<int>(std::clamp<std::size_t>(options_.batch, 1, 1'000'000));
-        std::vector<std::pair<natsMsg*, verdict>> verdicts;
+        struct pending {
+            natsMsg* message;
+            verdict what;
+            std::uint64_t deliveries;
+        };
+        std::vector<pending> verdicts;
         while (!stopping()) {
             if (sub == nullptr) {
                 sub = subscribe();
@@ -315,7 +331,7 @@ private:
                     v = verdict::terminate;
                 }
                 any_published = any_published || published;
-                verdicts.emplace_back(message, v);
+                verdicts.push_back({message, v, deliveries});
             }
             if (any_published) {
                 try {
@@ -327,7 +343,7 @@ private:
                     break;
                 }
             }
-            for (const auto& [message, v] : verdicts) {
+            for (const auto& [message, v, deliveries] : verdicts) {
                 switch (v) {
                 case verdict::ack:
                     if (natsMsg_Ack(message, nullptr) == NATS_OK) {
@@ -336,7 +352,7 @@ private:
                     break;
                 case verdict::redeliver:
                     link_->redeliveries_asked.fetch_add(1);
-                    (void)natsMsg_NakWithDelay(message, options_.retry_delay.count(), nullptr);
+                    (void)natsMsg_NakWithDelay(message, redelivery_delay(deliveries).count(), nullptr);
                     break;
                 case verdict::terminate:
                     (void)natsMsg_Term(message, nullptr);

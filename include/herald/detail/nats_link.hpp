@@ -445,6 +445,10 @@ public:
             (void)natsConnection_FlushTimeout(connection_, 1000);
             closing_.store(true);
             natsConnection_Close(connection_);
+            // The library reports the close from its own thread, later: this object must
+            // outlive that call (found by ThreadSanitizer as a use after free).
+            std::unique_lock lock(mutex_);
+            (void)closed_seen_.wait_for(lock, std::chrono::seconds(10), [&] { return closed_; });
         }
     }
 
@@ -798,6 +802,11 @@ private:
         auto& self = *static_cast<link*>(closure);
         self.connected_.store(false);
         self.report({event_kind::closed, {}, self.settings_.url, 0});
+        // The last touch of `self`, under its lock: the stopping thread destroys it once
+        // it holds the lock again.
+        std::lock_guard lock(self.mutex_);
+        self.closed_ = true;
+        self.closed_seen_.notify_all();
     }
 
     settings settings_;
@@ -809,9 +818,11 @@ private:
     std::thread sender_;
 
     mutable std::mutex mutex_;
-    std::condition_variable work_;    // the sender: something to send, or an ack
-    std::condition_variable room_;    // blocked exporters: the outbox has room
-    std::condition_variable settled_; // flush: an ack arrived
+    std::condition_variable work_;        // the sender: something to send, or an ack
+    std::condition_variable room_;        // blocked exporters: the outbox has room
+    std::condition_variable settled_;     // flush: an ack arrived
+    std::condition_variable closed_seen_; // stop: the library reported the close
+    bool closed_ = false;
     std::deque<out_item> items_;
     /// The exports on the wire, by the address of their message (what the ack names).
     address_map by_message_;
