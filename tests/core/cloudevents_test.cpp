@@ -1,8 +1,8 @@
 // CloudEvents binary-mode helpers (<herald/bridge/cloudevents.hpp>): the header value
 // encoding, RFC 3339 times and event ids, at their edges.
-#include <herald/bridge/cloudevents.hpp>
-
 #include <doctest/doctest.h>
+
+#include <herald/bridge/cloudevents.hpp>
 
 #include <chrono>
 #include <string>
@@ -43,7 +43,7 @@ TEST_CASE("times are RFC 3339 in UTC with nanoseconds, and parse back exactly") 
     CHECK(ce::format_time(system_clock::time_point{}) == "1970-01-01T00:00:00.000000000Z");
     // Before 1970, leap days, the end of a year.
     for (const auto day : {sys_days{1969y / 12 / 31}, sys_days{2000y / 2 / 29}, sys_days{2024y / 12 / 31},
-                           sys_days{1900y / 3 / 1}, sys_days{2399y / 12 / 31}}) {
+                           sys_days{1900y / 3 / 1}, sys_days{2261y / 12 / 31}}) {
         const auto t = time_point_cast<system_clock::duration>(day + 23h + 59min + 59s + 999999999ns);
         CAPTURE(ce::format_time(t));
         CHECK(ce::parse_time(ce::format_time(t)) == t);
@@ -59,10 +59,12 @@ TEST_CASE("parsing accepts what RFC 3339 allows and refuses the rest") {
     CHECK(ce::parse_time("2026-12-07T15:04:05.5Z") == base + 500ms);
     // Digits past nanoseconds are ignored, not rounded.
     CHECK(ce::parse_time("2026-12-07T15:04:05.1234567899Z") == base + 123456789ns);
-    for (const char* bad : {"", "yesterday", "2026-12-07", "2026-12-07T15:04:05", "2026-12-07 15:04:05Z",
-                            "2026-13-07T15:04:05Z", "2026-12-32T15:04:05Z", "2026-12-07T24:04:05Z",
-                            "2026-12-07T15:60:05Z", "2026-12-07T15:04:05.Z", "2026-12-07T15:04:05+0100",
-                            "2026-12-07T15:04:05Zjunk", "26-12-07T15:04:05Z"}) {
+    for (const char* bad :
+         {"", "yesterday", "2026-12-07", "2026-12-07T15:04:05", "2026-12-07 15:04:05Z", "2026-13-07T15:04:05Z",
+          "2026-12-32T15:04:05Z", "2026-12-07T24:04:05Z", "2026-12-07T15:60:05Z", "2026-12-07T15:04:05.Z",
+          "2026-12-07T15:04:05+0100", "2026-12-07T15:04:05Zjunk", "26-12-07T15:04:05Z",
+          // Not representable in 64-bit nanoseconds: refused, not overflowed.
+          "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2262-04-12T00:00:00Z"}) {
         CAPTURE(bad);
         CHECK_FALSE(ce::parse_time(bad));
     }

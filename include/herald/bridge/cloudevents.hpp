@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -131,7 +132,8 @@ inline std::size_t write_time(envelope_base::time_point when, char (&out)[time_t
 
 /// Parses an RFC 3339 timestamp ("2026-12-07T15:04:05Z", with any number of fractional
 /// digits, 'Z' or a "+hh:mm"/"-hh:mm" offset, 't'/'z' accepted); nullopt when malformed.
-/// Digits past nanoseconds are ignored.
+/// Digits past nanoseconds are ignored; times a time point cannot hold (before 1678 or
+/// after 2261) are nullopt too.
 [[nodiscard]] inline std::optional<envelope_base::time_point> parse_time(std::string_view text) {
     std::size_t at = 0;
     const auto number = [&](std::size_t digits) -> std::optional<int> {
@@ -219,6 +221,12 @@ inline std::size_t write_time(envelope_base::time_point when, char (&out)[time_t
     }
     const std::int64_t days = detail::days_from_civil(*year, *month, *day);
     const std::int64_t seconds = days * 86400 + *hour * 3600 + *minute * 60 + *second - offset_minutes * 60;
+    // A time point counts nanoseconds in 64 bits: years before 1678 or after 2261 do not
+    // fit (the text comes from the network, so this is a refusal, not an overflow).
+    constexpr std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 1'000'000'000 - 1;
+    if (seconds > limit || seconds < -limit) {
+        return std::nullopt;
+    }
     const std::chrono::nanoseconds since{seconds * 1'000'000'000 + nanos};
     return envelope_base::time_point{std::chrono::duration_cast<envelope_base::time_point::duration>(since)};
 }
