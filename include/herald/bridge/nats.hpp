@@ -186,8 +186,9 @@ public:
     }
 
 protected:
-    /// Publishes one message on the local topic (or makes it a dead letter); returns
-    /// whether the batch must settle before the verdict is applied, and the verdict.
+    /// Publishes one message on the local topic (or makes it a dead letter) and returns
+    /// what to tell JetStream once the batch has settled; sets `published` when the
+    /// local topic took it (the batch must then settle before the verdict is applied).
     virtual verdict take(natsMsg* message, std::uint64_t deliveries, std::uint64_t stream_sequence,
                          bool& published) = 0;
     /// Waits until the deliveries of everything published so far have settled.
