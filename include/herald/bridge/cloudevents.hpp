@@ -2,6 +2,7 @@
 // headers (`ce-<attribute>`), independent of the transport. Used by the NATS bridge.
 #pragma once
 
+#include <herald/detail/type_name.hpp>
 #include <herald/envelope.hpp>
 
 #include <algorithm>
@@ -258,14 +259,10 @@ inline std::size_t write_time(envelope_base::time_point when, char (&out)[time_t
     if (hex && digits == 32 && !id.is_nil()) {
         return id;
     }
-    // FNV-1a over the text, twice with different offsets.
-    std::uint64_t a = 0xcbf29ce484222325ULL;
-    std::uint64_t b = 0x84222325cbf29ce4ULL;
-    for (const char c : text) {
-        a = (a ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-        b = (b ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-    }
-    return event_id{a, b == 0 ? 1 : b};
+    // herald's FNV-1a over the text, twice with different offsets.
+    const std::uint64_t high = herald::detail::fnv1a(text);
+    const std::uint64_t low = herald::detail::fnv1a(text, 0x84222325cbf29ce4ULL);
+    return event_id{high, low == 0 ? 1 : low};
 }
 
 } // namespace herald::cloudevents
