@@ -148,10 +148,23 @@ public:
     }
     /// 1 for the first delivery; retrying policies count redeliveries up from there.
     [[nodiscard]] std::uint32_t attempt() const noexcept { return attempt_; }
-    /// Id of the event that caused this one, if the publisher gave one; nil otherwise.
+    /// The id that groups a chain of events (CloudEvents extension `correlationid`, the
+    /// W3C trace-id): given by the publisher, or filled in when a handler publishes (the
+    /// handled event's `trace_id()`); nil for an event that starts a chain.
     [[nodiscard]] event_id correlation_id() const noexcept { return correlation_; }
-    /// Whether the publisher gave a correlation id.
+    /// Whether the event has a correlation id (given, or inherited from a handled event).
     [[nodiscard]] bool has_correlation_id() const noexcept { return !correlation_.is_nil(); }
+    /// The span id (`span_id()`) of the event whose handler published this one, filled in
+    /// when a handler publishes (or given in `publish_options::causation`); 0 for an event
+    /// that nothing caused. The chain is reassembled by matching it with `span_id()`.
+    [[nodiscard]] std::uint64_t causation_id() const noexcept { return causation_; }
+    /// This event's 64-bit span id (the W3C parent-id of what it causes): a hash of its id.
+    [[nodiscard]] std::uint64_t span_id() const noexcept;
+    /// The chain's id: the correlation id, or the event's own id when it starts a chain.
+    [[nodiscard]] event_id trace_id() const noexcept { return correlation_.is_nil() ? id_ : correlation_; }
+    /// The W3C `sampled` trace flag: true unless the publisher (or the event that caused
+    /// this one) said that its trace is not recorded.
+    [[nodiscard]] bool sampled() const noexcept { return (bits_ & unsampled_bit) == 0; }
     /// The priority level it was published with (always 0 on topics without priorities).
     [[nodiscard]] std::uint8_t priority() const noexcept { return priority_; }
 
@@ -161,17 +174,32 @@ protected:
 private:
     friend struct detail::envelope_access;
 
-    // 56 bytes of metadata: an event waiting in a queue costs its size plus these.
+    static constexpr std::uint8_t epoch_bit = 1;     // which drain epoch the queued copy is counted in
+    static constexpr std::uint8_t unsampled_bit = 2; // the W3C trace flag `sampled` is off
+
+    // 64 bytes of metadata: an event waiting in a queue costs its size plus these.
     event_id id_{};
     event_id correlation_{};
+    std::uint64_t causation_ = 0;
     std::uint64_t sequence_ = 0;
     time_point time_{};
     std::uint32_t origin_ = 0; // number in detail::origin_table
     std::uint16_t attempt_ = 1;
     std::uint8_t priority_ = 0;
-    // Which drain epoch the queued copy is counted in; internal bookkeeping.
-    std::uint8_t epoch_ = 0;
+    std::uint8_t bits_ = 0; // epoch_bit | unsampled_bit
 };
+
+/// The 64-bit span id of the event with id `id` (never 0): what `envelope_base::span_id()`
+/// returns and what the events it causes carry as `causation_id()`.
+[[nodiscard]] constexpr std::uint64_t span_of(event_id id) noexcept {
+    std::uint64_t x = id.high ^ (id.low * 0x9e3779b97f4a7c15ULL);
+    x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
+    x ^= x >> 31U;
+    return x == 0 ? 1 : x;
+}
+
+inline std::uint64_t envelope_base::span_id() const noexcept { return span_of(id_); }
 
 /// What a handler receives: the event and its metadata (`envelope_base`). Handlers may
 /// take `const envelope<Event>&` instead of `const Event&` to read the metadata.
@@ -219,9 +247,19 @@ struct envelope_access {
         env.attempt_ = static_cast<std::uint16_t>(attempt);
     }
     static void set_priority(envelope_base& env, std::uint8_t level) noexcept { env.priority_ = level; }
-    static void set_epoch(envelope_base& env, std::uint8_t epoch) noexcept { env.epoch_ = epoch; }
+    static void set_epoch(envelope_base& env, std::uint8_t epoch) noexcept {
+        env.bits_ = static_cast<std::uint8_t>((env.bits_ & ~envelope_base::epoch_bit) | (epoch & 1U));
+    }
+    /// The causation id and the `sampled` flag.
+    static void set_cause(envelope_base& env, std::uint64_t causation, bool sampled) noexcept {
+        env.causation_ = causation;
+        env.bits_ = static_cast<std::uint8_t>((env.bits_ & ~envelope_base::unsampled_bit) |
+                                              (sampled ? 0U : envelope_base::unsampled_bit));
+    }
     static void set_origin(envelope_base& env, std::uint32_t from) noexcept { env.origin_ = from; }
-    static std::uint8_t epoch(const envelope_base& env) noexcept { return env.epoch_; }
+    static std::uint8_t epoch(const envelope_base& env) noexcept {
+        return static_cast<std::uint8_t>(env.bits_ & envelope_base::epoch_bit);
+    }
     /// The envelope's number in `origin_table` (which topic and source it came from).
     static std::uint32_t origin(const envelope_base& env) noexcept { return env.origin_; }
 };

@@ -30,8 +30,16 @@ enum class publish_status : std::uint8_t {
 /// Per-publish settings; every field has a default, so pass only what you need:
 /// `bus.publish<alerts>(a, {.priority = 2})`.
 struct publish_options {
-    /// Id of the event that caused this one (CloudEvents extension `correlationid`).
+    /// The chain's id (CloudEvents extension `correlationid`, the W3C trace-id). Nil: a
+    /// publish inside a handler inherits the handled event's `trace_id()` (and its
+    /// `sampled` flag); anywhere else the event starts a chain.
     event_id correlation{};
+    /// The span id of the event (or outside operation) that caused this one. 0: a publish
+    /// inside a handler gets the handled event's `span_id()`; elsewhere none.
+    std::uint64_t causation = 0;
+    /// The W3C `sampled` trace flag, used when `correlation` is given or nothing is
+    /// inherited (see `trace_context` to continue a trace that arrived from outside).
+    bool sampled = true;
     /// Keep this id instead of assigning a fresh one (nil: assign). For re-publishing an
     /// event that already has an id, so idempotent consumers recognise it.
     event_id id{};

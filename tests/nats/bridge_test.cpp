@@ -103,6 +103,69 @@ TEST_CASE("every envelope attribute crosses as a CloudEvents header and comes ba
     CHECK(test::eventually([&] { return in.stats().acked == 3; }));
 }
 
+TEST_CASE("the trace context crosses as traceparent: correlation, causation and sampled come back") {
+    const test::watchdog guard("trace context", 60s);
+    auto server = test::start_server();
+    herald::bus shop({.source = "shop", .workers = 1});
+    herald::bus billing({.source = "billing", .workers = 1});
+    herald::nats::bridge out(shop, test::quick(*server));
+    herald::nats::bridge in(billing, test::quick(*server));
+    out.ensure_stream({.name = "SHOP", .subjects = {"shop.>"}});
+    test::raw_client raw(server->url());
+    tap wire(raw.connection(), "shop.orders");
+
+    std::mutex mutex;
+    std::vector<herald::envelope<order>> seen;
+    auto keep = billing.subscribe<orders>([&](const herald::envelope<order>& env) {
+        std::lock_guard lock(mutex);
+        seen.push_back(env);
+    });
+    out.export_topic<orders>("shop.orders");
+    in.import_topic<orders>("shop.orders", {.durable = "billing"});
+
+    const herald::event_id trace{0x1111, 0x2222};
+    const auto root = shop.publish<orders>(order{1, "espresso", 2.5});
+    const auto traced =
+        shop.publish<orders>(order{2, "latte", 3.0}, {.correlation = trace, .causation = 0x4d, .sampled = false});
+    REQUIRE(out.flush(10s));
+
+    natsMsg* first = wire.next();
+    // A chain's first event: its own id is the trace-id, its span the parent-id.
+    CHECK(header_of(first, "traceparent") ==
+          herald::trace_context{root.id, herald::span_of(root.id), true}.traceparent());
+    CHECK(header_of(first, "ce-causationid") == "<missing>");
+    natsMsg_Destroy(first);
+    natsMsg* second = wire.next();
+    CHECK(header_of(second, "traceparent") ==
+          "00-00000000000011110000000000002222-" +
+              herald::trace_context{{}, herald::span_of(traced.id), false}.traceparent().substr(36));
+    CHECK(header_of(second, "ce-causationid") == "000000000000004d");
+    natsMsg_Destroy(second);
+
+    // A message from a sender that knows only W3C Trace Context.
+    raw.store("shop.orders",
+              {{"ce-specversion", "1.0"},
+               {"ce-id", "0123456789abcdef0123456789abcdef"},
+               {"ce-source", "elsewhere"},
+               {"ce-type", "shop.orders"},
+               {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
+              R"({"number":3,"item":"tea","amount":1})");
+
+    REQUIRE(test::eventually([&] { return billing.stats().delivered == 3; }, 20s));
+    billing.drain();
+    std::lock_guard lock(mutex);
+    REQUIRE(seen.size() == 3);
+    CHECK_FALSE(seen[0].has_correlation_id());
+    CHECK(seen[0].causation_id() == 0);
+    CHECK(seen[0].sampled());
+    CHECK(seen[1].correlation_id() == trace);
+    CHECK(seen[1].causation_id() == 0x4d);
+    CHECK_FALSE(seen[1].sampled());
+    CHECK(seen[2].correlation_id() == herald::event_id{0x0af7651916cd43dd, 0x8448eb211c80319c});
+    CHECK(seen[2].causation_id() == 0xb7ad6b7169203331);
+    CHECK(seen[2].sampled());
+}
+
 TEST_CASE("the time of an event survives to the nanosecond") {
     auto server = test::start_server();
     herald::bus a({.source = "a", .workers = 1});

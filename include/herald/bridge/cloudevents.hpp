@@ -22,8 +22,8 @@ inline constexpr std::string_view spec_version = "1.0";
 
 /// Header names of the attributes herald maps (binary content mode: `ce-` and the
 /// attribute's name; `datacontenttype` travels as `content-type`). `sequence` is the
-/// CloudEvents sequence extension; `correlationid` and `attempt` are herald's
-/// extension attributes.
+/// CloudEvents sequence extension; `correlationid`, `causationid` and `attempt` are
+/// herald's extension attributes; `traceparent` is W3C Trace Context's own header.
 namespace header {
 inline constexpr std::string_view specversion = "ce-specversion";
 inline constexpr std::string_view id = "ce-id";
@@ -32,6 +32,10 @@ inline constexpr std::string_view type = "ce-type";
 inline constexpr std::string_view time = "ce-time";
 inline constexpr std::string_view sequence = "ce-sequence";
 inline constexpr std::string_view correlationid = "ce-correlationid";
+/// herald's causation id: the span id (16 hex digits) of the event that caused this one.
+inline constexpr std::string_view causationid = "ce-causationid";
+/// The W3C Trace Context header (trace-id = correlation id, parent-id = the event's span).
+inline constexpr std::string_view traceparent = "traceparent";
 inline constexpr std::string_view attempt = "ce-attempt";
 inline constexpr std::string_view content_type = "content-type";
 } // namespace header

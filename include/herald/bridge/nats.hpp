@@ -11,6 +11,7 @@
 #include <herald/detail/nats_link.hpp>
 #include <herald/flow_control.hpp>
 #include <herald/topic.hpp>
+#include <herald/trace_context.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -152,6 +153,16 @@ std::optional<Integer> number_of(const std::optional<std::string>& text) {
     Integer value{};
     const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
     if (error != std::errc{} || end != text->data() + text->size()) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+/// A non-zero 64-bit number written as 1 to 16 hex digits (a span id), or nothing.
+inline std::optional<std::uint64_t> number_of_hex(std::string_view text) {
+    std::uint64_t value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
+    if (text.empty() || text.size() > 16 || error != std::errc{} || end != text.data() + text.size() || value == 0) {
         return std::nullopt;
     }
     return value;
@@ -426,6 +437,24 @@ private:
         if (const auto correlation_text = text(ce::header::correlationid)) {
             correlation = ce::parse_id(*correlation_text);
         }
+        // W3C Trace Context: a sender that is not herald names its own span as the
+        // parent (the cause); herald names the event's span, and sends its cause apart.
+        std::uint64_t causation = 0;
+        bool sampled = true;
+        if (const auto trace_text = text(ce::header::traceparent)) {
+            if (const auto trace = trace_context::parse(*trace_text)) {
+                sampled = trace->sampled;
+                if (!correlation && trace->trace_id != *id) {
+                    correlation = trace->trace_id;
+                }
+                if (trace->parent_id != span_of(*id)) {
+                    causation = trace->parent_id;
+                }
+            }
+        }
+        if (const auto causation_text = text(ce::header::causationid)) {
+            causation = number_of_hex(*causation_text).value_or(causation);
+        }
         const auto remote_sequence = number_of<std::uint64_t>(text(ce::header::sequence));
         const auto remote_attempt = number_of<std::uint32_t>(text(ce::header::attempt)).value_or(1);
 
@@ -451,6 +480,8 @@ private:
         publish_options options;
         options.id = *id;
         options.correlation = correlation.value_or(event_id{});
+        options.causation = causation;
+        options.sampled = sampled;
 
         if (deliveries > options_.max_deliver) {
             link_->dead_letters.fetch_add(1);
@@ -459,6 +490,7 @@ private:
                                     ") without the local subscribers taking it";
             auto env = herald::detail::envelope_access::make<event_type>(stamp.origin, std::move(*event));
             herald::detail::envelope_access::stamp(env, options.id, stamp.sequence, stamp.time, options.correlation);
+            herald::detail::envelope_access::set_cause(env, options.causation, options.sampled);
             herald::detail::envelope_access::set_attempt(env, stamp.attempt);
             if (!herald::detail::bus_access::dead_letter<T>(
                     bus_, env, "nats:" + options_.durable,
@@ -618,6 +650,8 @@ public:
             item.target = target;
             item.id = env.id();
             item.correlation = env.correlation_id();
+            item.causation = env.causation_id();
+            item.sampled = env.sampled();
             item.sequence = env.sequence();
             item.attempt = env.attempt();
             (void)ce::write_time(env.time(), item.time);

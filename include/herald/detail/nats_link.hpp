@@ -5,6 +5,7 @@
 #include <herald/bridge/cloudevents.hpp>
 #include <herald/bus.hpp>
 #include <herald/flow_control.hpp>
+#include <herald/trace_context.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -173,6 +174,8 @@ struct out_item {
     std::shared_ptr<const export_target> target;
     event_id id{};
     event_id correlation{};
+    std::uint64_t causation = 0;
+    bool sampled = true;
     std::uint64_t sequence = 0;
     std::uint32_t attempt = 1;
     char time[herald::cloudevents::time_text_size] = {};
@@ -265,6 +268,17 @@ inline natsStatus make_message(natsMsg** message, const out_item& item, const st
     if (!item.correlation.is_nil()) {
         set(ce::header::correlationid, item.correlation.to_string().c_str());
     }
+    if (item.causation != 0) {
+        char causation[17];
+        constexpr char digits[] = "0123456789abcdef";
+        for (int i = 0; i < 16; ++i) {
+            causation[i] = digits[(item.causation >> (4 * (15 - i))) & 0xfU];
+        }
+        causation[16] = '\0';
+        set(ce::header::causationid, causation);
+    }
+    const trace_context trace{item.correlation.is_nil() ? item.id : item.correlation, span_of(item.id), item.sampled};
+    set(ce::header::traceparent, trace.traceparent().c_str());
     set(ce::header::content_type, target.content_type.c_str());
     return status;
 }
