@@ -3,6 +3,7 @@
 #include <herald/herald.hpp>
 
 #include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <string>
 
@@ -29,7 +30,7 @@ void say(const char* format, Args... args) {
 bool is_coffee(const order_placed& o) { return o.item == "espresso" || o.item == "latte"; }
 } // namespace
 
-int main() {
+int main(int argc, char** argv) {
     herald::bus bus{{.source = "coffee-shop", .workers = 2}};
 
     // Async (the default): runs on the bus's worker threads, one order at a time.
@@ -65,4 +66,9 @@ int main() {
     const auto stats = bus.stats();
     say("%llu orders, %llu deliveries, %llu failures\n", static_cast<unsigned long long>(stats.published),
         static_cast<unsigned long long>(stats.delivered), static_cast<unsigned long long>(stats.failed));
+
+    // `quickstart shop.dot` also writes the shop's shape for Graphviz: `dot -Tpng shop.dot`.
+    if (argc > 1) {
+        std::ofstream(argv[1]) << bus.topology();
+    }
 }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -58,6 +59,8 @@ public:
     }
 
     [[nodiscard]] std::size_t concurrency() const noexcept override { return concurrency_; }
+    /// "asio".
+    [[nodiscard]] std::string label() const override { return "asio"; }
 
     /// Runs no more work, and waits for herald's work running on the Asio threads now.
     /// Idempotent.

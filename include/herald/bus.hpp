@@ -5,6 +5,7 @@
 #include <herald/config.hpp>
 #include <herald/dead_letter.hpp>
 #include <herald/detail/core.hpp>
+#include <herald/detail/introspection.hpp>
 #include <herald/detail/mailboxes.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/detail/topic_state.hpp>
@@ -12,6 +13,8 @@
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
 #include <herald/executor.hpp>
+#include <herald/metrics.hpp>
+#include <herald/observer.hpp>
 #include <herald/outcome.hpp>
 #include <herald/publish_result.hpp>
 #include <herald/subscribe_options.hpp>
@@ -79,6 +82,9 @@ struct bus_options {
     /// 0): `herald::unbounded` (the default) or a number of events. See
     /// docs/flow-control.md.
     std::size_t default_capacity = unbounded;
+    /// Watch everything the bus does (see `herald::observer`); fixed for the bus's life.
+    /// Without observers the bus pays nothing for them.
+    std::vector<std::shared_ptr<observer>> observers{};
 };
 
 /// Settings for `basic_bus::republish`.
@@ -86,30 +92,6 @@ struct republish_options {
     /// Give the event a fresh id instead of keeping the dead letter's (an idempotent
     /// consumer then treats it as a new event).
     bool fresh_id = false;
-};
-
-/// Totals over the bus's life; each field is read atomically, the set is not a snapshot.
-struct bus_stats {
-    std::uint64_t published = 0; ///< events accepted
-    std::uint64_t rejected = 0;  ///< publishes refused because the bus was stopping
-    std::uint64_t delivered = 0; ///< handler calls that returned normally
-    /// Failed deliveries: the handler threw or returned a failure, the filter threw, the
-    /// subscriber's copy of the event could not be made, or its executor refused the work.
-    std::uint64_t failed = 0;
-    std::uint64_t discarded = 0; ///< deliveries dropped because the subscriber left or its owner died
-    /// Deliveries dropped by `shutdown(discard)` or by full mailboxes (`overflow::drop_oldest`,
-    /// `drop_newest`).
-    std::uint64_t dropped = 0;
-    std::uint64_t refused = 0;                ///< deliveries full mailboxes refused (`overflow::reject`, `block`)
-    std::uint64_t conflated = 0;              ///< waiting events replaced by newer ones of their key
-    std::uint64_t error_handler_failures = 0; ///< times the error handler itself threw
-    std::uint64_t retried = 0;                ///< retries scheduled (at-least-once topics)
-    std::uint64_t dead_lettered = 0;          ///< deliveries that ended as dead letters
-    std::uint64_t expired = 0;                ///< queued deliveries whose time-to-live ran out
-    std::uint64_t dead_letters_stored = 0;    ///< dead letters now in the stores (nobody subscribed)
-    std::uint64_t dead_letters_evicted = 0;   ///< dead letters a full store dropped (oldest first)
-    std::size_t topics = 0;                   ///< topics used so far
-    std::size_t subscribers = 0;              ///< current subscriptions
 };
 
 namespace detail {
@@ -274,7 +256,7 @@ public:
     /// Creates the bus and starts its default pool.
     explicit basic_bus(bus_options options = {})
         : core_(detail::bus_settings::of<Traits>(), std::move(options.source), std::move(options.on_error),
-                std::move(options.clock), options.dead_letter_capacity),
+                std::move(options.clock), options.dead_letter_capacity, std::move(options.observers)),
           nonce_(options.id_seed != 0 ? detail::mix64(options.id_seed) : detail::random_seed()),
           default_capacity_(options.default_capacity == 0 ? unbounded : options.default_capacity) {
         if (options.default_executor) {
@@ -492,6 +474,7 @@ public:
         out.rejected = core_.rejected.load(std::memory_order_relaxed);
         detail::subscriber_counters sum;
         out.error_handler_failures = core_.error_handler_failures.load(std::memory_order_relaxed);
+        out.observer_failures = core_.observer_failures.load(std::memory_order_relaxed);
         const auto all = topics();
         out.topics = all.size();
         for (const auto& topic : all) {
@@ -513,6 +496,48 @@ public:
         out.dead_lettered = sum.dead_lettered;
         out.expired = sum.expired;
         return out;
+    }
+
+    /// A snapshot of every topic and its current subscribers: counters, mailbox depths,
+    /// latency histograms (see `herald::bus_metrics`). Thread-safe, also during and after
+    /// shutdown; a cold path (takes locks, allocates). What Prometheus, `report()` and
+    /// `topology()` read.
+    [[nodiscard]] bus_metrics metrics() const {
+        bus_metrics out;
+        out.source = core_.source;
+        out.totals = stats();
+        out.sample_every = core_.settings.latency ? core_.settings.sample_every : 0;
+        for (const auto& topic : topics()) {
+            topic_metrics t;
+            t.name = std::string(topic->where.topic);
+            t.published = topic->sequence.last();
+            t.dead_letters_stored = topic->dead_letters_kept().stored;
+            for (const auto& subscriber : topic->subscribers()) {
+                if (subscriber->looks_live()) {
+                    t.subscribers.push_back(detail::describe(*subscriber));
+                }
+            }
+            out.topics.push_back(std::move(t));
+        }
+        out.taken = std::chrono::steady_clock::now();
+        return out;
+    }
+
+    /// A text table for logs and terminals: per subscriber its executor, mailbox depth
+    /// and high-water mark, delivered / failed / dropped counts, and p50/p99 of the time
+    /// waiting and in the handler. Thread-safe; cold path.
+    [[nodiscard]] std::string report() const { return detail::report_table(metrics()); }
+
+    /// The bus as a Graphviz DOT graph: topics -> subscribers -> executors, with
+    /// published counts, mailbox depths and delivery rates (events per second since the
+    /// previous `topology()` call, or over the subscriber's life on the first). Render it
+    /// with `dot -Tpng`. Thread-safe; cold path.
+    [[nodiscard]] std::string topology() const {
+        bus_metrics now = metrics();
+        std::lock_guard lock(topology_mutex_);
+        std::string dot = detail::topology_dot(now, last_topology_ ? &*last_topology_ : nullptr);
+        last_topology_ = std::move(now);
+        return dot;
     }
 
 private:
@@ -687,6 +712,9 @@ private:
     detail::topic_table table_;
     std::mutex drain_mutex_;
     std::mutex shutdown_mutex_;
+    /// The snapshot the previous `topology()` took (its rates are since then).
+    mutable std::mutex topology_mutex_;
+    mutable std::optional<bus_metrics> last_topology_;
     bool shut_down_ = false;
 };
 

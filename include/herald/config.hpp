@@ -44,6 +44,16 @@ struct default_bus_traits {
     /// a cycle of inline handlers ends in a reported handler failure, not a stack
     /// overflow. Publishes from async handlers start again at depth 1.
     static constexpr std::uint32_t max_publish_depth = 64;
+
+    /// Latency histograms per subscriber (time waiting in the mailbox, time in the
+    /// handler; see `basic_bus::metrics()`). `false` removes their cost entirely: the
+    /// delivery path then reads no clock for them and subscribers allocate no cells.
+    static constexpr bool latency_metrics = true;
+
+    /// One event in this many is timed (chosen by a hash of its sequence number, the
+    /// same events for every subscriber); the others cost one predictable branch. 1 times
+    /// every event: exact histograms, at the price of two or three clock reads per call.
+    static constexpr std::uint32_t latency_sample_every = 16;
 };
 
 } // namespace herald

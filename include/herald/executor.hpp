@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
 
 namespace herald {
 
@@ -44,6 +45,8 @@ public:
     /// queued task on the calling thread and returns true if there was any. `drain()`
     /// calls it before waiting. Threaded executors return false.
     virtual bool drive() { return false; }
+    /// A short name for reports and diagrams (`basic_bus::report()`, `topology()`).
+    [[nodiscard]] virtual std::string label() const { return "executor"; }
 };
 
 } // namespace herald

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -52,6 +53,8 @@ public:
 
     /// One: the loop is one thread.
     [[nodiscard]] std::size_t concurrency() const noexcept override { return 1; }
+    /// "loop".
+    [[nodiscard]] std::string label() const override { return "loop"; }
 
     /// Releases queued tasks without running them; later posts are released too.
     /// Idempotent. Tasks running on the loop thread at that moment finish.

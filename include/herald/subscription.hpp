@@ -2,6 +2,7 @@
 #pragma once
 
 #include <herald/detail/subscriber.hpp>
+#include <herald/metrics.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -11,40 +12,6 @@
 #include <utility>
 
 namespace herald {
-
-/// What one subscription has done so far, and its mailbox now.
-///
-/// Every event the subscription accepted (its filter let it through) ends in exactly one
-/// of `delivered`, `failed`, `dropped`, `rejected`, `conflated`, `dead_lettered`,
-/// `discarded` or `expired`, or still waits (`waiting`, or a retry on its timer): on a
-/// fire-and-forget topic, once the bus is drained, `accepted` is their sum. On an
-/// at-least-once topic `failed` counts failed attempts, and an event that finally fails
-/// ends in `dead_lettered`.
-struct subscription_stats {
-    std::uint64_t accepted = 0;  ///< events its filter let through (all of them without a filter)
-    std::uint64_t delivered = 0; ///< handler calls that returned normally
-    std::uint64_t failed = 0;    ///< handler (or filter) calls that threw or returned a failure
-    std::uint64_t discarded = 0; ///< queued events dropped because it had unsubscribed
-    /// Events dropped by `shutdown(herald::discard)`, or by a full mailbox
-    /// (`overflow::drop_oldest`, `drop_newest`, or a new key of a full conflating one).
-    std::uint64_t dropped = 0;
-    /// Events a full mailbox refused (`overflow::reject`, or `block` that timed out or
-    /// was called from inside a handler).
-    std::uint64_t rejected = 0;
-    std::uint64_t conflated = 0;     ///< waiting events replaced by a newer one of the same key
-    std::uint64_t retried = 0;       ///< retries scheduled after failures (at-least-once topics)
-    std::uint64_t dead_lettered = 0; ///< events that ended as dead letters (failures, expiry, overflow)
-    std::uint64_t expired = 0;       ///< queued events whose time-to-live ran out (priority topics)
-    /// Events waiting in its mailbox now (async subscribers; 0 once it is disconnected).
-    std::size_t waiting = 0;
-    /// Its mailbox's capacity (`herald::unbounded` without a bound; 0 for inline ones).
-    std::size_t capacity = 0;
-    /// The most events that waited at once (exact for bounded mailboxes; for unbounded
-    /// ones, the largest backlog the subscriber found when it started a batch).
-    std::size_t high_water = 0;
-    /// Time publishers spent blocked on its full mailbox (`overflow::block`), all together.
-    std::chrono::nanoseconds blocked{0};
-};
 
 /// Owns one subscription. Move-only; destroying it unsubscribes.
 ///
@@ -115,7 +82,13 @@ public:
         if (!counters_) {
             return {};
         }
-        const auto c = counters_->read();
+        const auto s = subscriber_.lock();
+        return stats_of(counters_->read(), s.get());
+    }
+
+    /// The stats of a subscriber from its counters and, while it exists, its gauges.
+    [[nodiscard]] static subscription_stats stats_of(const detail::subscriber_counters& c,
+                                                     detail::subscriber_base* subscriber) noexcept {
         subscription_stats out;
         out.accepted = c.accepted;
         out.delivered = c.delivered;
@@ -127,8 +100,8 @@ public:
         out.retried = c.retried;
         out.dead_lettered = c.dead_lettered;
         out.expired = c.expired;
-        if (auto s = subscriber_.lock()) {
-            const auto g = s->gauges();
+        if (subscriber != nullptr) {
+            const auto g = subscriber->gauges();
             out.waiting = g.waiting;
             out.capacity = g.capacity;
             out.high_water = g.high_water;

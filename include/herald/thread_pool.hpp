@@ -16,6 +16,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 namespace herald {
 
 /// How a `thread_pool` is made. Designated-initializer friendly:
@@ -88,6 +92,8 @@ public:
 
     /// The name given at construction (used in diagnostics).
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
+    /// The pool's name.
+    [[nodiscard]] std::string label() const override { return name_; }
 
     /// The spin budget in use (after clamping).
     [[nodiscard]] std::chrono::nanoseconds spin() const noexcept override { return spin_; }
@@ -132,7 +138,10 @@ private:
         workers_.reserve(threads_);
         try {
             for (std::size_t i = 0; i < threads_; ++i) {
-                workers_.emplace_back([this] { work(); });
+                workers_.emplace_back([this, i] {
+                    name_thread(i);
+                    work();
+                });
             }
         } catch (...) {
             stopping_.store(true, std::memory_order_release);
@@ -147,6 +156,21 @@ private:
             throw;
         }
         started_.store(true, std::memory_order_release);
+    }
+
+    /// Names the calling worker "<pool name>/<index>" (cut to the 15 bytes Linux keeps),
+    /// so debuggers, `top -H` and trace recordings show which pool a thread serves.
+    void name_thread([[maybe_unused]] std::size_t index) const noexcept {
+#if defined(__linux__)
+        try {
+            std::string label = name_.substr(0, 15);
+            const std::string suffix = "/" + std::to_string(index);
+            label = label.substr(0, 15 - std::min<std::size_t>(15, suffix.size())) + suffix;
+            (void)::pthread_setname_np(::pthread_self(), label.c_str());
+        } catch (...) {
+            // Out of memory: the thread keeps its inherited name.
+        }
+#endif
     }
 
     void work() noexcept {

@@ -10,6 +10,7 @@
 #include <herald/detail/timer_service.hpp>
 #include <herald/envelope.hpp>
 #include <herald/errors.hpp>
+#include <herald/observer.hpp>
 #include <herald/outcome.hpp>
 
 #include <algorithm>
@@ -69,6 +70,14 @@ struct bus_settings {
     std::uint32_t max_publish_depth = 64;
     /// `Traits::clock::now()`: the wall-clock time stamped on envelopes.
     std::chrono::system_clock::time_point (*wall_clock)() noexcept = nullptr;
+    /// `Traits::latency_metrics`, and the sample rate `Traits::latency_sample_every`.
+    bool latency = true;
+    std::uint32_t sample_every = 16;
+
+    /// Whether the event with this sequence number is one that latency metrics time.
+    [[nodiscard]] bool sampled(std::uint64_t sequence) const noexcept {
+        return sequence * 0x9e3779b97f4a7c15ULL <= UINT64_MAX / sample_every;
+    }
 
     template <class Traits>
     static bus_settings of() noexcept {
@@ -79,6 +88,8 @@ struct bus_settings {
         s.queue_shrink_interval = Traits::queue_shrink_interval;
         s.max_publish_depth = Traits::max_publish_depth;
         s.wall_clock = []() noexcept { return Traits::clock::now(); };
+        s.latency = Traits::latency_metrics;
+        s.sample_every = Traits::latency_sample_every;
         return s;
     }
 };
@@ -102,17 +113,41 @@ struct envelope_meta {
 
 inline envelope_meta meta_of(const envelope_base& env) noexcept { return {env.id(), env.sequence(), env.attempt()}; }
 
+/// True while this thread runs an observer's call (its own actions are not observed).
+inline thread_local bool observing_now = false;
+
 /// The part of a bus that subscribers and topics reach during delivery. It lives as long
 /// as the bus, and no worker runs after the bus has stopped its executors.
 struct bus_core {
     bus_core(const bus_settings& tuned, std::string source_name, error_handler handler,
-             std::shared_ptr<clock_source> time, std::size_t dead_letters_kept)
+             std::shared_ptr<clock_source> time, std::size_t dead_letters_kept,
+             std::vector<std::shared_ptr<observer>> watchers = {})
         : settings(tuned),
           source(std::move(source_name)),
           clock(time ? std::move(time) : std::make_shared<steady_clock_source>()),
           timers(clock),
           dead_letter_capacity(dead_letters_kept),
+          observers(without_nulls(std::move(watchers))),
+          observed(!observers.empty()),
           on_error(std::make_shared<const error_handler>(std::move(handler))) {}
+
+    /// Calls `call(observer)` for each observer, catching (and counting) what they throw;
+    /// skipped inside an observer's call on this thread. Callers check `observed` first.
+    template <class Call>
+    [[gnu::cold]] void notify(const Call& call) noexcept {
+        if (observing_now) {
+            return;
+        }
+        observing_now = true;
+        for (const auto& o : observers) {
+            try {
+                call(*o);
+            } catch (...) {
+                observer_failures.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        observing_now = false;
+    }
 
     /// Sends a failure to the error handler; never throws. The handler is copied out of
     /// the lock before it runs, so it may replace itself.
@@ -176,11 +211,21 @@ struct bus_core {
     std::atomic<std::uint64_t> dropped{0};
     std::atomic<std::uint64_t> rejected{0};
     std::atomic<std::uint64_t> error_handler_failures{0};
+    /// The observers given at construction (`bus_options::observers`); never changes.
+    const std::vector<std::shared_ptr<observer>> observers;
+    /// Whether there is any observer: the one test the hot paths make for them.
+    const bool observed;
+    std::atomic<std::uint64_t> observer_failures{0};
     /// Publishes running now (counted only in builds without NDEBUG): the destructor's
     /// check for a bus destroyed under a publisher.
     std::atomic<std::int32_t> publishing{0};
 
 private:
+    static std::vector<std::shared_ptr<observer>> without_nulls(std::vector<std::shared_ptr<observer>> all) {
+        std::erase(all, nullptr);
+        return all;
+    }
+
     std::mutex error_mutex;
     std::shared_ptr<const error_handler> on_error;
 };
@@ -213,6 +258,9 @@ struct running_frame {
     /// This frame holds one count of the subscriber's gate (queued deliveries, retries,
     /// a serial strand's batch); calls announced in the thread's slot hold none.
     bool gated;
+    /// The event the handler or filter of this frame is looking at (null for other
+    /// frames): what a publish from inside it was caused by.
+    const envelope_base* handling;
 };
 
 inline thread_local const running_frame* current_frame = nullptr;
@@ -220,8 +268,9 @@ inline thread_local const running_frame* current_frame = nullptr;
 /// Pushes a frame for the duration of a scope.
 class frame_scope {
 public:
-    frame_scope(const subscriber_core* subscriber, const bus_core* bus, bool gated) noexcept
-        : frame_{subscriber, bus, current_frame, gated} {
+    frame_scope(const subscriber_core* subscriber, const bus_core* bus, bool gated,
+                const envelope_base* handling = nullptr) noexcept
+        : frame_{subscriber, bus, current_frame, gated, handling} {
         current_frame = &frame_;
     }
     ~frame_scope() { current_frame = frame_.outer; }
@@ -250,6 +299,17 @@ inline bool inside_handler_of(const bus_core* bus) noexcept {
         }
     }
     return false;
+}
+
+/// The event whose handler (or filter) this thread is running, innermost first; null
+/// outside handlers. A publish from there is caused by it.
+inline const envelope_base* handled_event() noexcept {
+    for (const running_frame* f = current_frame; f != nullptr; f = f->outer) {
+        if (f->handling != nullptr) {
+            return f->handling;
+        }
+    }
+    return nullptr;
 }
 
 /// How deeply publishes nest on this thread (an inline handler that publishes, whose

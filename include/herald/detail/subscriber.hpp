@@ -125,7 +125,7 @@ protected:
             copied = put_reserved(env, true, level, bus_->clock->now()) == offered::queued;
         });
         if (!open) {
-            count_discarded(); // unsubscribed while the retry waited
+            count_discarded(env); // unsubscribed while the retry waited
             return false;
         }
         if (!copied) {
@@ -187,10 +187,11 @@ private:
                 [&](caller /*who*/, std::uint32_t /*shard*/) { what = put_reserved(env, move, level, now); });
             if (!open) {
                 flow_->release(1);
-                count_discarded();
+                count_discarded(env);
             }
         } else {
             stats_->rejected.fetch_add(1, std::memory_order_relaxed);
+            observe_drop(env, drop_reason::refused);
         }
         if (what != offered::queued && count_in != nullptr) {
             count_in->end_flight(slot);
@@ -205,6 +206,7 @@ private:
         case overflow::drop_oldest: // a mailbox that can drop its oldest never gets here
         case overflow::conflate:
             stats_->dropped.fetch_add(1, std::memory_order_relaxed);
+            observe_drop(env, drop_reason::dropped);
             return offered::dropped;
         case overflow::dead_letter: {
             call_failure why;
@@ -217,6 +219,7 @@ private:
             break;
         }
         stats_->rejected.fetch_add(1, std::memory_order_relaxed);
+        observe_drop(env, drop_reason::refused);
         return offered::refused;
     }
 
@@ -231,6 +234,7 @@ private:
         ring.push(env, move, std::move(key), out);
         if (out.env) {
             (out.conflated ? stats_->conflated : stats_->dropped).fetch_add(1, std::memory_order_relaxed);
+            observe_drop(out.env.envelope(), out.conflated ? drop_reason::conflated : drop_reason::dropped);
             topic_->end_flight(envelope_access::epoch(out.env.envelope()));
         }
     }

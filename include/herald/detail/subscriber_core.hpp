@@ -12,6 +12,7 @@
 #include <herald/errors.hpp>
 #include <herald/executor.hpp>
 #include <herald/flow_control.hpp>
+#include <herald/metrics.hpp>
 #include <herald/outcome.hpp>
 #include <herald/subscribe_options.hpp>
 
@@ -67,7 +68,9 @@ public:
           bus_(setup.topic->bus),
           ops_(*setup.ops),
           policy_(*setup.policy),
-          has_filter_(setup.has_filter) {}
+          has_filter_(setup.has_filter),
+          latency_(bus_->settings.latency ? std::make_unique<subscriber_latencies>() : nullptr),
+          watched_(latency_ != nullptr || bus_->observed) {}
 
     virtual ~subscriber_core() = default;
     subscriber_core(const subscriber_core&) = delete;
@@ -125,6 +128,20 @@ public:
 
     /// True when a filter was given.
     [[nodiscard]] bool has_filter() const noexcept { return has_filter_; }
+
+    /// The latency histograms (empty when the bus's traits disable them), and the time
+    /// since the subscriber was made.
+    void read_latencies(subscriber_metrics& out) const noexcept {
+        if (latency_) {
+            out.waited = latency_->waited.snapshot();
+            out.handled = latency_->handled.snapshot();
+        }
+        out.age = std::chrono::steady_clock::now() - created_;
+    }
+
+    /// The executor it runs on (async) or retries on (inline).
+    [[nodiscard]] executor* runs_on() const noexcept { return exec_; }
+    [[nodiscard]] ordering order() const noexcept { return order_; }
 
     const std::string name;
     const delivery mode;
@@ -191,12 +208,48 @@ protected:
         return run_call(env, owned, who, why, shard);
     }
 
-    /// The call itself, its counting and its failure report.
+    /// The call itself, its counting and its failure report; timed and observed when the
+    /// bus has latency metrics or observers.
     [[gnu::always_inline]] outcome_kind run_call(envelope_base& env, bool owned, caller who, call_failure& why,
                                                  std::uint32_t shard) noexcept {
+        // Unsampled events of an unobserved bus take the plain path: one multiplication.
+        if (watched_ && (bus_->observed || bus_->settings.sampled(env.sequence()))) [[unlikely]] {
+            return run_watched(env, owned, who, why, shard);
+        }
+        return run_plain(env, owned, who, why, shard);
+    }
+
+    /// `run_call` with latency metrics (for the sampled events) and observers.
+    [[gnu::noinline]] outcome_kind run_watched(envelope_base& env, bool owned, caller who, call_failure& why,
+                                               std::uint32_t shard) noexcept {
+        const bool timed = latency_ && bus_->settings.sampled(env.sequence());
+        std::chrono::system_clock::time_point start{};
+        if (timed) {
+            start = bus_->settings.wall_clock();
+            // Only a first attempt's wait: a retry waits for its backoff on purpose.
+            if (mode == delivery::async && env.attempt() == 1 && env.time() != envelope_base::time_point{}) {
+                latency_->waited.record(start - env.time());
+            }
+        }
+        if (bus_->observed) {
+            bus_->notify([&](observer& o) { o.on_delivery_begin(name, env); });
+        }
+        const outcome_kind got = run_plain(env, owned, who, why, shard);
+        if (timed) {
+            latency_->handled.record(bus_->settings.wall_clock() - start);
+        }
+        if (bus_->observed) {
+            const auto how = got == outcome_kind::handled ? delivery_outcome::handled : delivery_outcome::failed;
+            bus_->notify([&](observer& o) { o.on_delivery_end(name, env, how); });
+        }
+        return got;
+    }
+
+    [[gnu::always_inline]] outcome_kind run_plain(envelope_base& env, bool owned, caller who, call_failure& why,
+                                                  std::uint32_t shard) noexcept {
         bool acked = false;
         {
-            const frame_scope frame(this, bus_, false);
+            const frame_scope frame(this, bus_, false, &env);
             try {
                 acked = invoke(env, owned, why.told);
             } catch (...) {
@@ -268,7 +321,7 @@ protected:
     /// Applies the filter; one that throws is a failed delivery (counted, reported).
     bool run_filter(const envelope_base& env) noexcept {
         try {
-            const frame_scope frame(this, bus_, false);
+            const frame_scope frame(this, bus_, false, &env);
             return test(env);
         } catch (...) {
             fail(meta_of(env), call_failure{std::current_exception(), std::nullopt});
@@ -299,6 +352,23 @@ protected:
     void count_dropped() noexcept {
         stats_->dropped.fetch_add(1, std::memory_order_relaxed);
         bus_->dropped.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    /// `count_discarded` / `count_dropped` for an event the observers may see.
+    void count_discarded(const envelope_base& env) noexcept {
+        count_discarded();
+        observe_drop(env, drop_reason::discarded);
+    }
+    void count_dropped(const envelope_base& env) noexcept {
+        count_dropped();
+        observe_drop(env, drop_reason::dropped);
+    }
+
+    /// Tells the observers (if any) that a delivery ended without a call.
+    void observe_drop(const envelope_base& env, drop_reason why) noexcept {
+        if (bus_->observed) [[unlikely]] {
+            bus_->notify([&](observer& o) { o.on_drop(name, env, why); });
+        }
     }
 
     /// Registers a caller with the gate; false (and nothing to undo) once closed.
@@ -373,6 +443,11 @@ protected:
     const envelope_ops& ops_;
     const policy_info& policy_;
     const bool has_filter_;
+    /// Null when the bus's traits disable latency metrics.
+    const std::unique_ptr<subscriber_latencies> latency_;
+    /// Latency metrics or observers: calls take the `run_watched` path.
+    const bool watched_;
+    const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
     alignas(64) std::atomic<std::uint32_t> gate_{0};
     /// Threads waiting in `unsubscribe()` for this subscriber's calls.
     std::atomic<std::uint32_t> waiters_{0};

@@ -99,11 +99,11 @@ protected:
     bool process_entered(envelope_base& env, clock_source::time_point enqueued, bool queued, bool entered,
                          bool strand) noexcept {
         if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
+            count_dropped(env);
             return true;
         }
         if (!entered || is_closed()) {
-            count_discarded();
+            count_discarded(env);
             return true;
         }
         if (queued && expired(enqueued)) {
@@ -112,7 +112,7 @@ protected:
         call_failure why;
         const outcome_kind result = call_entered(env, !policy_.retrying, strand ? caller::strand : caller::any, why);
         if (result == outcome_kind::skipped) {
-            count_discarded();
+            count_discarded(env);
         } else if (policy_.retrying && result == outcome_kind::failed) {
             return settle_failure(env, why, false, true);
         }
@@ -122,11 +122,11 @@ protected:
     /// One delivery that could not be scheduled: a failure, like a throwing handler.
     bool fail_item(envelope_base& env, const std::exception_ptr& error) noexcept {
         if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
+            count_dropped(env);
             return true;
         }
         if (is_closed()) {
-            count_discarded();
+            count_discarded(env);
             return true;
         }
         const call_failure why{error, std::nullopt};
@@ -143,6 +143,7 @@ protected:
     /// An event outlived its time-to-live: dropped and counted, or dead-lettered.
     bool expire_item(envelope_base& env) noexcept {
         stats_->expired.fetch_add(1, std::memory_order_relaxed);
+        observe_drop(env, drop_reason::expired);
         if (policy_.expired_to_dead_letters) {
             to_dead_letters(env, call_failure{}, dead_letter_reason::expired, env.attempt() - 1);
         }
@@ -182,6 +183,9 @@ protected:
     void to_dead_letters(const envelope_base& env, const call_failure& why, dead_letter_reason reason,
                          std::uint32_t attempts) noexcept {
         stats_->dead_lettered.fetch_add(1, std::memory_order_relaxed);
+        if (bus_->observed) [[unlikely]] {
+            bus_->notify([&](observer& o) { o.on_dead_letter(name, env, reason); });
+        }
         topic_->dead_letter(env, name, attempts, reason, why);
     }
 
@@ -233,6 +237,10 @@ protected:
             kept = boxed_envelope::of(ops_, env, owned);
             std::unique_ptr<timed_task> task =
                 std::make_unique<retry_task>(shared_from_this(), std::move(kept), !manual);
+            if (bus_->observed) [[unlikely]] {
+                // Before the timer owns it: once scheduled, the retry may run (and end) at once.
+                bus_->notify([&](observer& o) { o.on_retry(name, env, wait); });
+            }
             if (bus_->timers.schedule(saturating_add(bus_->clock->now(), wait), task)) {
                 stats_->retried.fetch_add(1, std::memory_order_relaxed);
                 if (manual && !from_inline) {
@@ -294,7 +302,7 @@ protected:
     /// (with `herald::drain`), or dropped and counted (with `herald::discard`).
     void cancel_retry(envelope_base& env, bool holds_flight) noexcept {
         if (bus_->discarding.load(std::memory_order_acquire)) {
-            count_dropped();
+            count_dropped(env);
         } else {
             call_failure why;
             why.told.emplace(nack("the bus shut down while the retry waited"));

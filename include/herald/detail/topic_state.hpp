@@ -108,6 +108,7 @@ public:
                             thread_slot& me, const foreign_stamp* foreign = nullptr) {
         const depth_scope nesting;
         publish_result result;
+        const auto began = bus->observed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         // Read without touching a reference count: the snapshot is announced in this
         // thread's slot until the publish returns.
         const snapshot_cell<list>::reader subscribers(subscribers_, me);
@@ -148,10 +149,16 @@ public:
         const std::uint64_t sequence = this->sequence.next(me);
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
-        // no handler or filter can see the time (dead letters always show it).
+        // no handler or filter can see the time (dead letters always show it), unless the
+        // event is one that latency metrics time (its wait is measured from it).
         const auto time =
-            subs.needs_time || rules.has_dead_letters ? bus->settings.wall_clock() : envelope_base::time_point{};
+            subs.needs_time || rules.has_dead_letters || (bus->settings.latency && bus->settings.sampled(sequence))
+                ? bus->settings.wall_clock()
+                : envelope_base::time_point{};
         envelope_access::stamp(env, id, sequence, time, options.correlation);
+        if (current_frame != nullptr || options.causation != 0 || !options.sampled) [[unlikely]] {
+            stamp_cause(env, options);
+        }
         if (foreign != nullptr) [[unlikely]] {
             stamp_foreign(env, *foreign);
         }
@@ -204,6 +211,9 @@ public:
         if (!individually && reserved != 0 && result.queued != subs.async_count) {
             // Counted up front for every async subscriber; some did not take it.
             end_flights(slot, subs.async_count - result.queued, &me);
+        }
+        if (bus->observed) [[unlikely]] {
+            bus->notify([&](observer& o) { o.on_publish(env, result, began); });
         }
         return result;
     }
@@ -279,6 +289,25 @@ private:
         case subscriber_base::offered::queued:
             break;
         }
+    }
+
+    /// Fills in what the options do not give from the event being handled on this thread
+    /// (if any): the correlation id (with its `sampled` flag) and the causation id.
+    [[gnu::cold, gnu::noinline]] static void stamp_cause(envelope_base& env, const publish_options& options) noexcept {
+        event_id correlation = options.correlation;
+        std::uint64_t causation = options.causation;
+        bool sampled = options.sampled;
+        if (const envelope_base* cause = handled_event()) {
+            if (correlation.is_nil()) {
+                correlation = cause->trace_id();
+                sampled = cause->sampled();
+            }
+            if (causation == 0) {
+                causation = cause->span_id();
+            }
+        }
+        envelope_access::stamp(env, env.id(), env.sequence(), env.time(), correlation);
+        envelope_access::set_cause(env, causation, sampled);
     }
 
     [[gnu::cold, gnu::noinline]] static void stamp_foreign(envelope_base& env, const foreign_stamp& foreign) noexcept {
@@ -415,7 +444,11 @@ public:
                             if (dead_letters_ == nullptr) {
                                 return publish_result{};
                             }
-                            return dead_letters_->publish(letter, publish_options{}, envelope_access::epoch(env));
+                            publish_options caused;
+                            caused.correlation = env.trace_id();
+                            caused.causation = env.span_id();
+                            caused.sampled = env.sampled();
+                            return dead_letters_->publish(letter, caused, envelope_access::epoch(env));
                         });
         } else {
             topic_base::dead_letter(env, subscriber_name, attempts, reason, why);

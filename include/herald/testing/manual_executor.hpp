@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace herald::testing {
@@ -29,6 +30,8 @@ public:
     }
 
     [[nodiscard]] std::size_t concurrency() const noexcept override { return 1; }
+    /// "manual".
+    [[nodiscard]] std::string label() const override { return "manual"; }
 
     /// Releases the queued tasks without running them; later posts are ignored.
     void stop() override {
@@ -104,6 +107,8 @@ class synchronous_executor final : public executor {
 public:
     void post(detail::task_ptr work) override { work->run(); }
     [[nodiscard]] std::size_t concurrency() const noexcept override { return 1; }
+    /// "synchronous".
+    [[nodiscard]] std::string label() const override { return "synchronous"; }
     void stop() override {}
 };
 
