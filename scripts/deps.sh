@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libboost-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev
-    libnats-dev nlohmann-json3-dev nats-server "$@")
+    python3 libnats-dev nlohmann-json3-dev nats-server prometheus-cpp-dev "$@")
 
 missing=()
 for package in "${packages[@]}"; do
