@@ -162,14 +162,23 @@ private:
     /// so debuggers, `top -H` and trace recordings show which pool a thread serves.
     void name_thread([[maybe_unused]] std::size_t index) const noexcept {
 #if defined(__linux__)
-        try {
-            std::string label = name_.substr(0, 15);
-            const std::string suffix = "/" + std::to_string(index);
-            label = label.substr(0, 15 - std::min<std::size_t>(15, suffix.size())) + suffix;
-            (void)::pthread_setname_np(::pthread_self(), label.c_str());
-        } catch (...) {
-            // Out of memory: the thread keeps its inherited name.
+        char digits[20];
+        std::size_t count = 0;
+        do {
+            digits[count++] = static_cast<char>('0' + index % 10);
+            index /= 10;
+        } while (index != 0 && count < sizeof digits);
+        char label[16] = {};
+        const std::size_t keep = std::min(name_.size(), sizeof label - 2 - std::min<std::size_t>(count, 13));
+        std::size_t at = 0;
+        for (; at < keep; ++at) {
+            label[at] = name_[at];
         }
+        label[at++] = '/';
+        while (count != 0 && at + 1 < sizeof label) {
+            label[at++] = digits[--count];
+        }
+        (void)::pthread_setname_np(::pthread_self(), label);
 #endif
     }
 

@@ -72,7 +72,7 @@ struct bus_settings {
     std::chrono::system_clock::time_point (*wall_clock)() noexcept = nullptr;
     /// `Traits::latency_metrics`, and the sample rate `Traits::latency_sample_every`.
     bool latency = true;
-    std::uint32_t sample_every = 16;
+    std::uint32_t sample_every = 64;
 
     /// Whether the event with this sequence number is one that latency metrics time.
     [[nodiscard]] bool sampled(std::uint64_t sequence) const noexcept {
@@ -403,8 +403,8 @@ struct counter_block {
     }
 
 private:
-    void bump(std::uint32_t index, std::atomic<std::uint64_t> shard::*cell,
-              std::atomic<std::uint64_t>& shared) noexcept {
+    [[gnu::always_inline]] void bump(std::uint32_t index, std::atomic<std::uint64_t> shard::*cell,
+                                     std::atomic<std::uint64_t>& shared) noexcept {
         if (index < shards) {
             auto& c = by_thread[index].*cell;
             c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

@@ -150,11 +150,11 @@ public:
         const event_id id = options.id.is_nil() ? event_id{where.id_prefix, sequence} : options.id;
         // Reading the clock costs as much as the rest of an inline publish; skip it when
         // no handler or filter can see the time (dead letters always show it), unless the
-        // event is one that latency metrics time (its wait is measured from it).
-        const auto time =
-            subs.needs_time || rules.has_dead_letters || (bus->settings.latency && bus->settings.sampled(sequence))
-                ? bus->settings.wall_clock()
-                : envelope_base::time_point{};
+        // event is one that latency metrics time for an async subscriber (its wait is
+        // measured from it).
+        const bool timed = subs.async_count != 0 && bus->settings.latency && bus->settings.sampled(sequence);
+        const auto time = subs.needs_time || rules.has_dead_letters || timed ? bus->settings.wall_clock()
+                                                                             : envelope_base::time_point{};
         envelope_access::stamp(env, id, sequence, time, options.correlation);
         if (current_frame != nullptr || options.causation != 0 || !options.sampled) [[unlikely]] {
             stamp_cause(env, options);
