@@ -24,21 +24,29 @@ std::uint64_t events() { return herald_bench::scaled<std::uint64_t>(2'000'000, 2
 /// Events published before timing, so queues have grown their blocks.
 std::uint64_t warmup_events() { return events() / 8; }
 
-void publish_range(herald::bus& bus, std::uint64_t from, std::uint64_t to) {
+/// A bus without latency metrics: what "metrics off" costs is measured against it.
+struct no_metrics_traits : herald::default_bus_traits {
+    static constexpr bool latency_metrics = false;
+};
+
+template <class Bus>
+void publish_range(Bus& bus, std::uint64_t from, std::uint64_t to) {
     for (std::uint64_t i = from; i < to; ++i) {
-        bus.publish<async_topic>(ev16{i, i});
+        bus.template publish<async_topic>(ev16{i, i});
     }
 }
 
 // --- 1 publisher -> 1 subscriber --------------------------------------------------------
 
 // herald: publish N, then drain() (returns when every event has been handled). One
-// worker, like the baselines' one consumer thread.
+// worker, like the baselines' one consumer thread. `Traits`: default (latency metrics
+// on, one event in 64 timed) or `no_metrics_traits`.
+template <class Traits = herald::default_bus_traits>
 void herald_1to1(benchmark::State& state) {
     const std::uint64_t n = events();
-    herald::bus bus{{.workers = 1}};
+    herald::basic_bus<Traits> bus{{.workers = 1}};
     std::uint64_t sink = 0; // the subscriber is serial: one writer at a time
-    auto sub = bus.subscribe<async_topic>([&sink](const ev16& e) { sink += e.a; });
+    auto sub = bus.template subscribe<async_topic>([&sink](const ev16& e) { sink += e.a; });
     publish_range(bus, 0, warmup_events());
     bus.drain();
     for (auto _ : state) {
@@ -204,7 +212,8 @@ void queue_2to1(benchmark::State& state) {
 // happens on other threads.
 #define HERALD_THROUGHPUT(fn, name) BENCHMARK(fn)->Name(name)->Iterations(1)->UseRealTime()
 
-HERALD_THROUGHPUT(herald_1to1, "async_1to1/herald");
+HERALD_THROUGHPUT(herald_1to1<>, "async_1to1/herald");
+HERALD_THROUGHPUT(herald_1to1<no_metrics_traits>, "async_1to1/herald_no_metrics");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::spin_queue>, "async_1to1/moodycamel_spin");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::blocking_queue>, "async_1to1/moodycamel_blocking");
 HERALD_THROUGHPUT(queue_1to1<herald_bench::mutex_queue>, "async_1to1/mutex_condvar");

@@ -19,19 +19,26 @@ struct inline_topic : herald::topic<ev16> {};
 
 // Every variant runs the same handler body: add one word of the event to a sink.
 
+/// A bus without latency metrics: what "metrics off" costs is measured against it.
+struct no_metrics_traits : herald::default_bus_traits {
+    static constexpr bool latency_metrics = false;
+};
+
+// `Traits`: default (latency metrics on, one call in 64 timed) or `no_metrics_traits`.
+template <class Traits = herald::default_bus_traits>
 void herald_inline(benchmark::State& state) {
     const auto subscribers = static_cast<std::size_t>(state.range(0));
-    herald::bus bus{{.workers = 1}};
+    herald::basic_bus<Traits> bus{{.workers = 1}};
     std::uint64_t sink = 0;
     std::vector<herald::subscription> keep;
     keep.reserve(subscribers);
     for (std::size_t i = 0; i < subscribers; ++i) {
-        keep.push_back(
-            bus.subscribe<inline_topic>([&sink](const ev16& e) { sink += e.a; }, {.mode = herald::inline_delivery}));
+        keep.push_back(bus.template subscribe<inline_topic>([&sink](const ev16& e) { sink += e.a; },
+                                                            {.mode = herald::inline_delivery}));
     }
     std::uint64_t i = 0;
     for (auto _ : state) {
-        bus.publish<inline_topic>(ev16{i, i});
+        bus.template publish<inline_topic>(ev16{i, i});
         ++i;
     }
     benchmark::DoNotOptimize(sink);
@@ -126,7 +133,8 @@ void subscriber_counts(benchmark::internal::Benchmark* b) {
     }
 }
 
-BENCHMARK(herald_inline)->Name("inline/herald")->Apply(subscriber_counts);
+BENCHMARK(herald_inline<>)->Name("inline/herald")->Apply(subscriber_counts);
+BENCHMARK(herald_inline<no_metrics_traits>)->Name("inline/herald_no_metrics")->Arg(1)->Arg(10);
 BENCHMARK(virtual_loop)->Name("inline/virtual_loop")->Apply(subscriber_counts);
 BENCHMARK(function_loop)->Name("inline/function_loop")->Apply(subscriber_counts);
 BENCHMARK(signals2_emit)->Name("inline/signals2")->Apply(subscriber_counts);

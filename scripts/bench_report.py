@@ -149,6 +149,20 @@ def build_rows(r):
         rows.append(Row(f"inline {subs} subs vs signals2 emit", h, t(f"inline/signals2/{subs}")))
     sections.append(("Inline publish (ns per publish, lower is better)", rows))
 
+    # Observability: the cost of the latency metrics (on by default, one event in 64 timed).
+    rows = []
+    for subs in (1, 10):
+        noun = "sub" if subs == 1 else "subs"
+        rows.append(Row(f"inline {subs} {noun}, latency metrics on vs off (ns/publish)", t(f"inline/herald/{subs}"),
+                        t(f"inline/herald_no_metrics/{subs}"), "ratio <= 1.10" if subs == 1 else None,
+                        (lambda h, b, q: q <= 1.10) if subs == 1 else None))
+    ips_ = lambda name: r.value(name, "items_per_second")  # noqa: E731
+    rows.append(Row("async 1->1, latency metrics on vs off (events/s)", ips_("async_1to1/herald"),
+                    ips_("async_1to1/herald_no_metrics"), "ratio >= 0.91", lambda h, b, q: q >= 0.91))
+    rows.append(Row("async 1->1, latency metrics off vs swap-list queue", ips_("async_1to1/herald_no_metrics"),
+                    ips_("async_1to1/swap_list")))
+    sections.append(("Observability cost (metrics on vs off in the same run)", rows))
+
     # 5: growth.
     rows = []
     per_sub = lambda kind, n: None if t(f"inline/{kind}/{n}") is None else t(f"inline/{kind}/{n}") / n  # noqa: E731

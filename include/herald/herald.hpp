@@ -12,6 +12,8 @@
 #include <herald/fwd.hpp>
 #include <herald/idempotent.hpp>
 #include <herald/loop_executor.hpp>
+#include <herald/metrics.hpp>
+#include <herald/observer.hpp>
 #include <herald/outcome.hpp>
 #include <herald/policy/at_least_once.hpp>
 #include <herald/policy/backoff.hpp>
@@ -24,4 +26,5 @@
 #include <herald/subscription.hpp>
 #include <herald/thread_pool.hpp>
 #include <herald/topic.hpp>
+#include <herald/trace_context.hpp>
 #include <herald/version.hpp>
