@@ -16,6 +16,16 @@
 
 namespace herald {
 
+namespace detail {
+/// Appends `value` as 16 lowercase hex digits (how ids and span ids are written).
+inline void append_hex16(std::string& out, std::uint64_t value) {
+    constexpr char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; --i) {
+        out += digits[(value >> (4 * i)) & 0xfU];
+    }
+}
+} // namespace detail
+
 /// A 128-bit event id, unique among the events of one process run: the high half is
 /// random per bus and topic, the low half counts. Re-published events may keep their id
 /// on purpose (that is how an idempotent consumer recognises them). The nil id is zero.
@@ -28,12 +38,10 @@ struct event_id {
 
     /// 32 lowercase hex digits, high half first.
     [[nodiscard]] std::string to_string() const {
-        constexpr char digits[] = "0123456789abcdef";
-        std::string text(32, '0');
-        for (int i = 0; i < 16; ++i) {
-            text[static_cast<std::size_t>(15 - i)] = digits[(high >> (4 * i)) & 0xf];
-            text[static_cast<std::size_t>(31 - i)] = digits[(low >> (4 * i)) & 0xf];
-        }
+        std::string text;
+        text.reserve(32);
+        detail::append_hex16(text, high);
+        detail::append_hex16(text, low);
         return text;
     }
 
@@ -250,8 +258,9 @@ struct envelope_access {
     static void set_epoch(envelope_base& env, std::uint8_t epoch) noexcept {
         env.bits_ = static_cast<std::uint8_t>((env.bits_ & ~envelope_base::epoch_bit) | (epoch & 1U));
     }
-    /// The causation id and the `sampled` flag.
-    static void set_cause(envelope_base& env, std::uint64_t causation, bool sampled) noexcept {
+    /// The correlation id, the causation id and the `sampled` flag.
+    static void set_cause(envelope_base& env, event_id correlation, std::uint64_t causation, bool sampled) noexcept {
+        env.correlation_ = correlation;
         env.causation_ = causation;
         env.bits_ = static_cast<std::uint8_t>((env.bits_ & ~envelope_base::unsampled_bit) |
                                               (sampled ? 0U : envelope_base::unsampled_bit));

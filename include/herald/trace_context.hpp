@@ -54,7 +54,7 @@ struct trace_context {
         std::string out = "00-";
         out += trace_id.to_string();
         out += '-';
-        append_hex(out, parent_id, 16);
+        detail::append_hex16(out, parent_id);
         out += sampled ? "-01" : "-00";
         return out;
     }
@@ -84,13 +84,6 @@ private:
             out = (out << 4U) | v;
         }
         return true;
-    }
-
-    static void append_hex(std::string& out, std::uint64_t value, int digits) {
-        constexpr char alphabet[] = "0123456789abcdef";
-        for (int i = digits - 1; i >= 0; --i) {
-            out += alphabet[(value >> (4 * i)) & 0xfU];
-        }
     }
 };
 

@@ -394,12 +394,6 @@ private:
         std::string text;
     };
 
-    struct id_hash {
-        std::size_t operator()(const event_id& id) const noexcept {
-            return std::hash<std::uint64_t>{}(id.high ^ (id.low * 0x9e3779b97f4a7c15ULL));
-        }
-    };
-
     /// `text` as a JSON string: quoted, escaped, invalid UTF-8 replaced by U+FFFD.
     static void append_string(std::string& out, std::string_view text) {
         constexpr char hex[] = "0123456789abcdef";
@@ -489,12 +483,9 @@ private:
 
     /// A 64-bit id as 16 hex digits in a JSON string ("" for 0): JSON numbers are doubles.
     static void append_hex64(std::string& out, std::uint64_t value) {
-        constexpr char hex[] = "0123456789abcdef";
         out += '"';
         if (value != 0) {
-            for (int i = 15; i >= 0; --i) {
-                out += hex[(value >> (4 * i)) & 0xfU];
-            }
+            herald::detail::append_hex16(out, value);
         }
         out += '"';
     }
@@ -596,7 +587,7 @@ inline std::string trace_recorder::json() const {
     };
 
     // Slices and instants; and what the flows need to find their ends.
-    std::unordered_map<event_id, std::vector<std::size_t>, id_hash> publishes; // by event id
+    std::unordered_map<event_id, std::vector<std::size_t>> publishes;          // by event id
     std::unordered_map<std::uint64_t, std::vector<std::size_t>> calls_by_span; // handler calls
     for (std::size_t i = 0; i < records.size(); ++i) {
         const record& r = records[i];

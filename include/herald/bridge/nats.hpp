@@ -490,7 +490,7 @@ private:
                                     ") without the local subscribers taking it";
             auto env = herald::detail::envelope_access::make<event_type>(stamp.origin, std::move(*event));
             herald::detail::envelope_access::stamp(env, options.id, stamp.sequence, stamp.time, options.correlation);
-            herald::detail::envelope_access::set_cause(env, options.causation, options.sampled);
+            herald::detail::envelope_access::set_cause(env, options.correlation, options.causation, options.sampled);
             herald::detail::envelope_access::set_attempt(env, stamp.attempt);
             if (!herald::detail::bus_access::dead_letter<T>(
                     bus_, env, "nats:" + options_.durable,

@@ -269,13 +269,9 @@ inline natsStatus make_message(natsMsg** message, const out_item& item, const st
         set(ce::header::correlationid, item.correlation.to_string().c_str());
     }
     if (item.causation != 0) {
-        char causation[17];
-        constexpr char digits[] = "0123456789abcdef";
-        for (int i = 0; i < 16; ++i) {
-            causation[i] = digits[(item.causation >> (4 * (15 - i))) & 0xfU];
-        }
-        causation[16] = '\0';
-        set(ce::header::causationid, causation);
+        std::string causation;
+        herald::detail::append_hex16(causation, item.causation);
+        set(ce::header::causationid, causation.c_str());
     }
     const trace_context trace{item.correlation.is_nil() ? item.id : item.correlation, span_of(item.id), item.sampled};
     set(ce::header::traceparent, trace.traceparent().c_str());

@@ -213,16 +213,18 @@ protected:
     [[gnu::always_inline]] outcome_kind run_call(envelope_base& env, bool owned, caller who, call_failure& why,
                                                  std::uint32_t shard) noexcept {
         // Unsampled events of an unobserved bus take the plain path: one multiplication.
-        if (watched_ && (bus_->observed || bus_->settings.sampled(env.sequence()))) [[unlikely]] {
-            return run_watched(env, owned, who, why, shard);
+        if (watched_) [[unlikely]] {
+            const bool timed = latency_ && bus_->settings.sampled(env.sequence());
+            if (timed || bus_->observed) {
+                return run_watched(env, owned, who, why, shard, timed);
+            }
         }
         return run_plain(env, owned, who, why, shard);
     }
 
-    /// `run_call` with latency metrics (for the sampled events) and observers.
+    /// `run_call` timed (`timed`: a sampled event with latency metrics on) and observed.
     [[gnu::noinline]] outcome_kind run_watched(envelope_base& env, bool owned, caller who, call_failure& why,
-                                               std::uint32_t shard) noexcept {
-        const bool timed = latency_ && bus_->settings.sampled(env.sequence());
+                                               std::uint32_t shard, bool timed) noexcept {
         std::chrono::system_clock::time_point start{};
         if (timed) {
             start = bus_->settings.wall_clock();

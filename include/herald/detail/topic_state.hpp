@@ -306,8 +306,7 @@ private:
                 causation = cause->span_id();
             }
         }
-        envelope_access::stamp(env, env.id(), env.sequence(), env.time(), correlation);
-        envelope_access::set_cause(env, causation, sampled);
+        envelope_access::set_cause(env, correlation, causation, sampled);
     }
 
     [[gnu::cold, gnu::noinline]] static void stamp_foreign(envelope_base& env, const foreign_stamp& foreign) noexcept {
