@@ -4,6 +4,15 @@
 #include <herald/detail/concurrentqueue.hpp>
 #include <herald/herald.hpp>
 
+// The blocking baseline's queue, beside the ConcurrentQueue herald found.
+#if __has_include(<concurrentqueue/blockingconcurrentqueue.h>)
+#include <concurrentqueue/blockingconcurrentqueue.h>
+#elif __has_include(<moodycamel/blockingconcurrentqueue.h>)
+#include <moodycamel/blockingconcurrentqueue.h>
+#else
+#include <blockingconcurrentqueue.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -4,6 +4,7 @@
 #include <herald/clock.hpp>
 #include <herald/config.hpp>
 #include <herald/dead_letter.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/introspection.hpp>
 #include <herald/detail/mailboxes.hpp>
@@ -24,7 +25,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

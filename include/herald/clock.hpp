@@ -1,7 +1,8 @@
 // Time for timers (retry backoff, priority aging and expiry): real or driven by a test.
 #pragma once
 
-#include <chrono>
+#include <herald/detail/chrono.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <limits>

@@ -1,7 +1,8 @@
 // Compile-time defaults of herald that a bus's traits can override.
 #pragma once
 
-#include <chrono>
+#include <herald/detail/chrono.hpp>
+
 #include <cstddef>
 #include <cstdint>
 

@@ -1,11 +1,11 @@
 // Dead letters: events a subscriber could not handle, and the topic that carries them.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 #include <herald/topic.hpp>
 
 #include <array>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -1,8 +1,9 @@
 // The envelope: an event plus the metadata every delivery carries (CloudEvents-like).
 #pragma once
 
+#include <herald/detail/chrono.hpp>
+
 #include <atomic>
-#include <chrono>
 #include <compare>
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,8 @@
 // Where asynchronous subscribers run: the executor interface the bus posts work to.
 #pragma once
 
-#include <chrono>
+#include <herald/detail/chrono.hpp>
+
 #include <cstddef>
 #include <memory>
 #include <string>

@@ -2,9 +2,9 @@
 // one more, and the key that orders or conflates events.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

@@ -3,10 +3,10 @@
 
 #include <herald/clock.hpp>
 #include <herald/detail/call_handler.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 #include <herald/outcome.hpp>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>

@@ -2,10 +2,10 @@
 // or in one batch at a frame boundary.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/executor.hpp>
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>

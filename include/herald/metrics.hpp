@@ -2,10 +2,11 @@
 // subscriber with its counters, gauges and histograms (`basic_bus::metrics()`).
 #pragma once
 
+#include <herald/detail/chrono.hpp>
+
 #include <array>
 #include <atomic>
 #include <bit>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>

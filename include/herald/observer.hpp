@@ -2,10 +2,10 @@
 #pragma once
 
 #include <herald/dead_letter.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 #include <herald/publish_result.hpp>
 
-#include <chrono>
 #include <cstdint>
 #include <string_view>
 

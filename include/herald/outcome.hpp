@@ -1,7 +1,8 @@
 // What a handler may return to say how a delivery went, instead of throwing.
 #pragma once
 
-#include <chrono>
+#include <herald/detail/chrono.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>

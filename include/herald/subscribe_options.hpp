@@ -1,12 +1,12 @@
 // How a subscription receives events: where its handler runs, in what order, which events.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 #include <herald/executor.hpp>
 #include <herald/flow_control.hpp>
 #include <herald/track.hpp>
 
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

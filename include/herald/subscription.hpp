@@ -1,10 +1,10 @@
 // The RAII handle of a subscription: destroying it (or unsubscribe()) ends delivery.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/metrics.hpp>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>

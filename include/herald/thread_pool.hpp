@@ -1,15 +1,16 @@
 // A fixed-size pool of worker threads fed by a lock-free queue: herald's default executor.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/concurrentqueue.hpp>
 #include <herald/detail/cpu_pause.hpp>
 #include <herald/executor.hpp>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -42,10 +43,10 @@ struct thread_pool_options {
     static constexpr std::chrono::nanoseconds max_spin = std::chrono::milliseconds(10);
 };
 
-/// A fixed number of worker threads taking tasks from one moodycamel
-/// `BlockingConcurrentQueue`. An idle worker spins briefly, then sleeps on a semaphore,
-/// so an idle pool uses no CPU. Tasks posted by one thread start in the order posted;
-/// with more than one worker they may run concurrently.
+/// A fixed number of worker threads taking tasks from one moodycamel `ConcurrentQueue`,
+/// counted by a moodycamel `LightweightSemaphore` (one count per queued task). An idle
+/// worker spins briefly, then sleeps on the semaphore, so an idle pool uses no CPU. Tasks posted by one thread start in
+/// the order posted; with more than one worker they may run concurrently.
 ///
 /// The workers start with the first `post`, not before: a bus whose subscribers are all
 /// inline (or that has none yet) runs no thread of its own. `started()` tells.
@@ -74,13 +75,14 @@ public:
 
     /// Queues `work`, starting the workers if this is the first post. After `stop()` the
     /// task is released without running. Throws `std::system_error` when the first post
-    /// cannot start a thread (then the task is not queued, and the next post tries again).
+    /// cannot start a thread (then the task is not queued, and the next post tries again),
+    /// and `std::bad_alloc` when the queue cannot grow (the task is not queued).
     void post(detail::task_ptr work) override {
         if (!started_.load(std::memory_order_acquire)) {
             start();
         }
         if (!stopping_.load(std::memory_order_acquire)) {
-            tasks_.enqueue(std::move(work));
+            put(std::move(work));
         }
     }
 
@@ -99,7 +101,7 @@ public:
     [[nodiscard]] std::chrono::nanoseconds spin() const noexcept override { return spin_; }
 
     /// True when posted tasks wait for a worker (approximate).
-    [[nodiscard]] bool has_waiting_tasks() const noexcept override { return tasks_.size_approx() != 0; }
+    [[nodiscard]] bool has_waiting_tasks() const noexcept override { return ready_.availableApprox() > 0; }
 
     /// Lets running tasks finish, joins every worker, releases queued tasks. Idempotent.
     /// Throws `std::logic_error` when called from one of this pool's own workers.
@@ -115,9 +117,7 @@ public:
         }
         stopping_.store(true, std::memory_order_release);
         started_.store(true, std::memory_order_release); // a later post starts nothing
-        for (std::size_t i = 0; i < workers_.size(); ++i) {
-            tasks_.enqueue(nullptr); // wakes one sleeping worker
-        }
+        wake(workers_.size());
         for (auto& worker : workers_) {
             worker.join();
         }
@@ -145,9 +145,7 @@ private:
             }
         } catch (...) {
             stopping_.store(true, std::memory_order_release);
-            for (std::size_t i = 0; i < workers_.size(); ++i) {
-                tasks_.enqueue(nullptr);
-            }
+            wake(workers_.size());
             for (auto& worker : workers_) {
                 worker.join();
             }
@@ -182,17 +180,56 @@ private:
 #endif
     }
 
+    /// Queues `item` and counts it in the semaphore, waking a sleeping worker if any.
+    /// The enqueue comes first, so a worker that took a count always finds an item.
+    void put(detail::task_ptr item) {
+        if (!tasks_.enqueue(std::move(item))) {
+            throw std::bad_alloc();
+        }
+        ready_.signal();
+    }
+
+    /// Wakes `count` sleeping workers to see `stopping_` (an empty task each). Without
+    /// memory for one, a worker still sees it within its 200 ms wait.
+    void wake(std::size_t count) noexcept {
+        for (std::size_t i = 0; i < count; ++i) {
+            if (tasks_.enqueue(nullptr)) {
+                ready_.signal();
+            }
+        }
+    }
+
+    /// Takes a count without sleeping, then an item.
+    bool try_take(moodycamel::ConsumerToken& token, detail::task_ptr& item) noexcept {
+        if (!ready_.tryWait()) {
+            return false;
+        }
+        take_counted(token, item);
+        return true;
+    }
+
+    /// After taking a count: takes an item. Every count was given after its item was
+    /// queued, so one is there; the loop only rides out the queue's view across its
+    /// producers' sub-queues settling.
+    void take_counted(moodycamel::ConsumerToken& token, detail::task_ptr& item) noexcept {
+        while (!tasks_.try_dequeue(token, item)) {
+            detail::cpu_pause();
+        }
+    }
+
     void work() noexcept {
         moodycamel::ConsumerToken token(tasks_);
         detail::task_ptr item;
         while (!stopping_.load(std::memory_order_acquire)) {
             // The timeout only bounds how long a missed wake-up could delay stopping.
-            if ((spin_.count() != 0 && poll(token, item)) ||
-                tasks_.wait_dequeue_timed(token, item, std::chrono::milliseconds(200))) {
-                if (item) {
-                    item->run();
-                    item.reset();
-                }
+            bool took = spin_.count() != 0 && poll(token, item);
+            if (!took && ready_.wait(200'000)) {
+                take_counted(token, item);
+                took = true;
+            }
+            if (took && item) {
+                item->run();
+                item.reset();
             }
         }
     }
@@ -203,7 +240,7 @@ private:
         const auto deadline = std::chrono::steady_clock::now() + spin_;
         for (;;) {
             for (int i = 0; i < 64; ++i) {
-                if (tasks_.try_dequeue(token, item)) {
+                if (try_take(token, item)) {
                     return true;
                 }
                 detail::cpu_pause();
@@ -215,7 +252,8 @@ private:
     }
 
     std::string name_;
-    moodycamel::BlockingConcurrentQueue<detail::task_ptr> tasks_;
+    moodycamel::ConcurrentQueue<detail::task_ptr> tasks_;
+    moodycamel::LightweightSemaphore ready_;
     const std::size_t threads_;
     const std::chrono::nanoseconds spin_;
     std::vector<std::thread> workers_;

@@ -3,6 +3,7 @@
 
 #include <herald/clock.hpp>
 #include <herald/dead_letter.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/cpu_pause.hpp>
 #include <herald/detail/flight_counts.hpp>
 #include <herald/detail/sequence_counter.hpp>
@@ -15,7 +16,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>

@@ -10,10 +10,10 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

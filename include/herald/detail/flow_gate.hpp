@@ -3,11 +3,11 @@
 // subscriber's overflow rule.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/flow_control.hpp>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>

@@ -3,12 +3,12 @@
 // `basic_bus::topology()`. Compiled once (nothing here depends on a topic or traits).
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/subscriber.hpp>
 #include <herald/metrics.hpp>
 #include <herald/subscription.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>

@@ -1,6 +1,7 @@
 // Which mailbox a subscriber gets.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/detail/flow_gate.hpp>
 #include <herald/detail/keyed_mailbox.hpp>
@@ -12,7 +13,6 @@
 #include <herald/errors.hpp>
 #include <herald/flow_control.hpp>
 
-#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <string>

@@ -2,11 +2,11 @@
 // once and not once per topic.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/envelope.hpp>
 #include <herald/policy/delivery_policy.hpp>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/detail/flow_gate.hpp>
@@ -26,7 +27,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -4,6 +4,7 @@
 
 #include <herald/clock.hpp>
 #include <herald/dead_letter.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/detail/subscriber_core.hpp>
@@ -14,7 +15,6 @@
 #include <herald/publish_result.hpp>
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/detail/flow_gate.hpp>
@@ -15,7 +16,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -4,8 +4,9 @@
 // instead: one process-wide memory barrier, then a scan of the slots.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
+
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -2,9 +2,9 @@
 #pragma once
 
 #include <herald/clock.hpp>
+#include <herald/detail/chrono.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>

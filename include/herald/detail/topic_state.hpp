@@ -3,6 +3,7 @@
 #pragma once
 
 #include <herald/dead_letter.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/detail/core.hpp>
 #include <herald/detail/erased.hpp>
 #include <herald/detail/snapshot_cell.hpp>
@@ -14,7 +15,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>

@@ -1,9 +1,10 @@
 // Backoff schedules for retrying policies: fixed, exponential, jittered, or a list.
 #pragma once
 
+#include <herald/detail/chrono.hpp>
+
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

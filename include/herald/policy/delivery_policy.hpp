@@ -1,7 +1,8 @@
 // The concepts every delivery policy satisfies, and the guarantees a policy can name.
 #pragma once
 
-#include <chrono>
+#include <herald/detail/chrono.hpp>
+
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

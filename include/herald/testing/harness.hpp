@@ -3,10 +3,10 @@
 
 #include <herald/bus.hpp>
 #include <herald/clock.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/errors.hpp>
 #include <herald/testing/manual_executor.hpp>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -2,13 +2,13 @@
 #pragma once
 
 #include <herald/bus.hpp>
+#include <herald/detail/chrono.hpp>
 #include <herald/envelope.hpp>
 #include <herald/subscribe_options.hpp>
 #include <herald/subscription.hpp>
 #include <herald/testing/expectation.hpp>
 #include <herald/topic.hpp>
 
-#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstddef>
