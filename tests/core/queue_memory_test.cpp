@@ -27,6 +27,7 @@
 #define HERALD_TEST_OWN_ALLOCATOR 1
 #endif
 
+#if defined(__GLIBC__) && HERALD_TEST_OWN_ALLOCATOR
 namespace {
 struct kilobyte {
     std::array<char, 1024> bytes{};
@@ -34,10 +35,7 @@ struct kilobyte {
 struct bulk : herald::topic<kilobyte> {};
 
 constexpr int burst = test::scaled(50000, 10000);
-} // namespace
 
-#if defined(__GLIBC__) && HERALD_TEST_OWN_ALLOCATOR
-namespace {
 /// Bytes the process's heap has handed out and not taken back, every arena included.
 std::int64_t heap_in_use() {
     const struct mallinfo2 info = mallinfo2();
