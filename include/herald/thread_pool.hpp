@@ -45,8 +45,9 @@ struct thread_pool_options {
 
 /// A fixed number of worker threads taking tasks from one moodycamel `ConcurrentQueue`,
 /// counted by a moodycamel `LightweightSemaphore` (one count per queued task). An idle
-/// worker spins briefly, then sleeps on the semaphore, so an idle pool uses no CPU. Tasks posted by one thread start in
-/// the order posted; with more than one worker they may run concurrently.
+/// worker spins briefly, then sleeps on the semaphore, so an idle pool uses no CPU.
+/// Tasks posted by one thread start in the order posted; with more than one worker they
+/// may run concurrently.
 ///
 /// The workers start with the first `post`, not before: a bus whose subscribers are all
 /// inline (or that has none yet) runs no thread of its own. `started()` tells.
