@@ -7,11 +7,10 @@
 // `steady_clock`, `system_clock` and the literals only; libstdc++ declares those in
 // <bits/chrono.h>, which <thread> and <mutex> include anyway. Other standard libraries
 // get <chrono>. Code that wants the calendar includes <chrono> itself.
-#include <herald/detail/chrono.hpp>
-
 #include <version> // defines __GLIBCXX__ for libstdc++
 
 #if defined(__GLIBCXX__) && __has_include(<bits/chrono.h>)
 #include <bits/chrono.h>
 #else
+#include <chrono>
 #endif
